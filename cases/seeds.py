@@ -1,0 +1,59 @@
+"""Default teams, case rules and routing rules, loaded by a data migration."""
+
+HIGH, NORMAL = 3, 2
+
+DEFAULT_TEAMS = ["Product", "IT", "Customer Service"]
+FALLBACK_TEAM = "Customer Service"
+
+# (position, name, kind, score_min, score_max, sentiment_max, priority)
+DEFAULT_CASE_RULES = [
+    (10, "NPS detractor 0-3", "nps", 0, 3, None, HIGH),
+    (20, "NPS detractor 4-6", "nps", 4, 6, None, NORMAL),
+    (30, "CSAT very dissatisfied (1)", "csat", 1, 1, None, HIGH),
+    (40, "CSAT dissatisfied (2)", "csat", 2, 2, None, NORMAL),
+    (50, "CES very difficult (1-2)", "ces", 1, 2, None, HIGH),
+    (60, "CES difficult (3)", "ces", 3, 3, None, NORMAL),
+    (70, "One-star rating", "rating", 1, 1, None, HIGH),
+    (80, "Two-star rating", "rating", 2, 2, None, NORMAL),
+    (90, "Strongly negative text", "text", None, None, -0.5, NORMAL),
+]
+
+# (position, topic slug or None, touchpoint or "", team name)
+DEFAULT_ROUTING_RULES = [
+    (10, "website-app-bugs", "", "IT"),
+    (20, "payment-checkout", "", "IT"),
+    (30, "product-quality", "", "Product"),
+    (40, "price", "", "Product"),
+    (50, "delivery", "", "Customer Service"),
+    (60, "customer-service", "", "Customer Service"),
+    (70, None, "website", "IT"),
+    (80, None, "app", "IT"),
+    (90, None, "checkout", "IT"),
+    (100, None, "product", "Product"),
+]
+
+
+def seed_defaults(apps) -> None:
+    Team = apps.get_model("cases", "Team")
+    CaseRule = apps.get_model("cases", "CaseRule")
+    RoutingRule = apps.get_model("cases", "RoutingRule")
+    Topic = apps.get_model("feedback", "Topic")
+
+    teams = {}
+    for name in DEFAULT_TEAMS:
+        teams[name], _ = Team.objects.get_or_create(
+            name=name, defaults={"is_fallback": name == FALLBACK_TEAM}
+        )
+    if not CaseRule.objects.exists():
+        for position, name, kind, low, high, sentiment_max, priority in DEFAULT_CASE_RULES:
+            CaseRule.objects.create(
+                position=position, name=name, kind=kind, score_min=low, score_max=high,
+                sentiment_max=sentiment_max, priority=priority,
+            )
+    if not RoutingRule.objects.exists():
+        topics = {topic.slug: topic for topic in Topic.objects.all()}
+        for position, slug, touchpoint, team in DEFAULT_ROUTING_RULES:
+            RoutingRule.objects.create(
+                position=position, topic=topics.get(slug) if slug else None,
+                touchpoint=touchpoint, team=teams[team],
+            )

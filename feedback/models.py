@@ -1,0 +1,174 @@
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Customer(models.Model):
+    external_id = models.CharField(max_length=200, unique=True)
+    email = models.EmailField(blank=True)
+    name = models.CharField(max_length=200, blank=True)
+    language = models.CharField(max_length=8, blank=True)
+    segment = models.CharField(max_length=100, blank=True)
+    is_opted_out = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name or self.email or self.external_id
+
+
+class Topic(models.Model):
+    """A subject customers talk about, found in text by keyword rules."""
+
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=100)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TopicKeyword(models.Model):
+    """A word or phrase that marks a topic in one language.
+
+    A keyword ending in ``*`` matches any word that starts with the rest, so
+    ``deliver*`` matches "delivery" and "delivered".
+    """
+
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="keywords")
+    language = models.CharField(max_length=8)
+    phrase = models.CharField(max_length=100)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["topic", "language", "phrase"], name="topic_keyword_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.language}: {self.phrase}"
+
+
+class Feedback(models.Model):
+    class Kind(models.TextChoices):
+        NPS = "nps", "NPS (0-10)"
+        CSAT = "csat", "CSAT (1-5)"
+        CES = "ces", "CES (1-7, 7 = very easy)"
+        RATING = "rating", "Star rating (1-5)"
+        TEXT = "text", "Text only"
+
+    class Source(models.TextChoices):
+        SURVEY = "survey", "Survey"
+        REVIEW = "review", "Review"
+        SOCIAL = "social", "Social post"
+        SUPPORT = "support", "Support conversation"
+        OTHER = "other", "Other"
+
+    class SentimentLabel(models.TextChoices):
+        POSITIVE = "positive", "Positive"
+        NEUTRAL = "neutral", "Neutral"
+        NEGATIVE = "negative", "Negative"
+
+    # Inclusive score range of each kind; text feedback carries no score.
+    SCORE_RANGES = {
+        Kind.NPS: (0, 10),
+        Kind.CSAT: (1, 5),
+        Kind.CES: (1, 7),
+        Kind.RATING: (1, 5),
+    }
+
+    customer = models.ForeignKey(
+        Customer, null=True, blank=True, on_delete=models.PROTECT, related_name="feedback"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    score = models.SmallIntegerField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    touchpoint = models.CharField(max_length=50, blank=True)
+    product = models.CharField(max_length=200, blank=True)
+    language = models.CharField(max_length=8, blank=True)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    received_at = models.DateTimeField(default=timezone.now)
+    external_id = models.CharField(max_length=200)
+    raw = models.JSONField(default=dict, blank=True)
+
+    sentiment = models.FloatField(null=True, blank=True)
+    sentiment_label = models.CharField(
+        max_length=10, choices=SentimentLabel.choices, blank=True
+    )
+    topics = models.ManyToManyField(Topic, through="FeedbackTopic", related_name="feedback")
+    primary_topic = models.ForeignKey(
+        Topic, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    analyzed_at = models.DateTimeField(null=True, blank=True)
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "feedback"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "external_id"], name="feedback_source_external_id_unique"
+            ),
+            models.CheckConstraint(
+                name="feedback_score_in_kind_range",
+                condition=(
+                    Q(kind="nps", score__gte=0, score__lte=10)
+                    | Q(kind="csat", score__gte=1, score__lte=5)
+                    | Q(kind="ces", score__gte=1, score__lte=7)
+                    | Q(kind="rating", score__gte=1, score__lte=5)
+                    | Q(score__isnull=True)
+                ),
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["kind", "occurred_at"], name="feedback_kind_occurred"),
+            models.Index(fields=["customer", "occurred_at"], name="feedback_customer_occurred"),
+            models.Index(
+                fields=["received_at"],
+                name="feedback_unevaluated",
+                condition=Q(evaluated_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        score = "-" if self.score is None else self.score
+        return f"{self.get_kind_display()} {score} ({self.source}:{self.external_id})"
+
+
+class FeedbackTopic(models.Model):
+    feedback = models.ForeignKey(Feedback, on_delete=models.CASCADE)
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["feedback", "topic"], name="feedback_topic_unique")
+        ]
+
+
+class MetricRollup(models.Model):
+    """Count of scored feedback per day, dimension set and score.
+
+    Metrics are summed from these counts, never from averaged percentages.
+    ``topic_key`` is 0 on the row that counts every feedback once, and a topic
+    id on the rows that count the feedback tagged with that topic, so a
+    feedback with two topics adds to three rows of the same day and score.
+    """
+
+    day = models.DateField()
+    kind = models.CharField(max_length=10, choices=Feedback.Kind.choices)
+    source = models.CharField(max_length=10, choices=Feedback.Source.choices)
+    touchpoint = models.CharField(max_length=50, blank=True)
+    topic_key = models.BigIntegerField(default=0)
+    score = models.SmallIntegerField()
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "day", "source", "touchpoint", "topic_key", "score"],
+                name="metric_rollup_unique",
+            )
+        ]

@@ -1,0 +1,42 @@
+import os
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from oscm.celery import app as celery_app
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REQUIRE_SERVICES = os.environ.get("OSCM_REQUIRE_SERVICES") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _celery_eager():
+    """Run queued tasks in-process unless a test starts a real worker."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        if REQUIRE_SERVICES:
+            pytest.fail(f"the real data sets are missing: expected them in {SHARED_DATA}")
+        pytest.skip(f"real data sets not found in {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def pytest_report_header(config):
+    return f"oscm: database {os.environ.get('DATABASE_URL', 'sqlite (default)')}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database_is_postgresql_when_required(django_db_setup, django_db_blocker):
+    if REQUIRE_SERVICES:
+        with django_db_blocker.unblock():
+            assert connection.vendor == "postgresql", (
+                "OSCM_REQUIRE_SERVICES=1 but the tests run on "
+                f"{connection.vendor}: set DATABASE_URL to a PostgreSQL database"
+            )
