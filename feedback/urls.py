@@ -1,3 +1,7 @@
 from django.urls import path
 
-urlpatterns: list = []
+from .api import MetricSummaryView
+
+urlpatterns = [
+    path("metrics/", MetricSummaryView.as_view(), name="metric-summary"),
+]

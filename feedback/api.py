@@ -1,0 +1,74 @@
+"""HTTP API views of the feedback app."""
+
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .metrics import METRIC_KINDS
+from .models import Feedback
+from .selectors import PERIODS, metric_summary
+
+
+def _invalid_choice(name: str, choices) -> str:
+    # DRF fills {input}; the list shows the caller what to send instead.
+    return f'"{{input}}" is not a valid {name}: use one of {", ".join(choices)}.'
+
+
+class _IsoDateField(serializers.DateField):
+    """A YYYY-MM-DD date whose error message names the rejected value."""
+
+    def __init__(self, **kwargs):
+        super().__init__(input_formats=["%Y-%m-%d"], **kwargs)
+
+    def to_internal_value(self, value):
+        try:
+            return super().to_internal_value(value)
+        except serializers.ValidationError:
+            raise serializers.ValidationError(
+                f'"{value}" is not a valid date: use YYYY-MM-DD.'
+            ) from None
+
+
+class MetricQuerySerializer(serializers.Serializer):
+    """Query parameters of GET /api/v1/metrics/."""
+
+    kind = serializers.ChoiceField(
+        choices=METRIC_KINDS,
+        error_messages={"invalid_choice": _invalid_choice("kind", METRIC_KINDS)},
+    )
+    by = serializers.ChoiceField(
+        choices=PERIODS,
+        required=False,
+        error_messages={"invalid_choice": _invalid_choice("by", PERIODS)},
+    )
+    touchpoint = serializers.CharField(required=False, max_length=50)
+    topic = serializers.SlugField(required=False, max_length=50)
+    source = serializers.ChoiceField(
+        choices=Feedback.Source.values,
+        required=False,
+        error_messages={
+            "invalid_choice": _invalid_choice("source", Feedback.Source.values)
+        },
+    )
+    since = _IsoDateField(required=False)
+    until = _IsoDateField(required=False)
+
+    def validate(self, attrs: dict) -> dict:
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and since > until:
+            raise serializers.ValidationError(
+                {"since": f"since {since} is after until {until}."}
+            )
+        return attrs
+
+
+class MetricSummaryView(APIView):
+    """Return NPS, CSAT, CES or rating figures summed from the rollup table."""
+
+    def get(self, request: Request) -> Response:
+        query = MetricQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        # An unknown topic slug raises DomainError, which the project
+        # exception handler turns into a 400 listing the known slugs.
+        return Response(metric_summary(**query.validated_data))
