@@ -1,13 +1,18 @@
 """HTTP API views of the feedback app."""
 
-from rest_framework import serializers
+from django.utils import timezone
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from oscm.errors import DomainError
+
+from .intake import InvalidItem, validate_item
 from .metrics import METRIC_KINDS
 from .models import Feedback
 from .selectors import PERIODS, metric_summary
+from .services import feedback_ingest
 
 
 def _invalid_choice(name: str, choices) -> str:
@@ -72,3 +77,51 @@ class MetricSummaryView(APIView):
         # An unknown topic slug raises DomainError, which the project
         # exception handler turns into a 400 listing the known slugs.
         return Response(metric_summary(**query.validated_data))
+
+
+# Items accepted in one request; larger loads belong in import_feedback.
+MAX_ITEMS_PER_REQUEST = 1000
+
+
+class FeedbackIntakeView(APIView):
+    """Record one feedback object or a list of them.
+
+    Returns 201 with one result per item when every item is valid. When some
+    items are invalid it returns 400 with their errors by index, and the
+    valid items are stored all the same (their ids are in ``results``).
+    Sending an item again returns its stored id as a duplicate.
+    """
+
+    def post(self, request):
+        payload = request.data
+        items = payload if isinstance(payload, list) else [payload]
+        if not items:
+            raise DomainError("The request has no feedback items; send an object or a list.")
+        if len(items) > MAX_ITEMS_PER_REQUEST:
+            raise DomainError(
+                f"The request has {len(items)} items; send at most "
+                f"{MAX_ITEMS_PER_REQUEST} per request or use the import_feedback command.",
+            )
+
+        valid: list[tuple[int, object]] = []
+        errors = []
+        now = timezone.now()
+        for index, item in enumerate(items):
+            try:
+                valid.append((index, validate_item(item, now=now)))
+            except InvalidItem as error:
+                errors.append({"index": index, "field": error.field, "message": error.message})
+
+        result = feedback_ingest(inputs=[feedback for _, feedback in valid])
+        results = [
+            {"index": index, "id": feedback_id, "status": "created" if created else "duplicate"}
+            for (index, _), feedback_id, created in zip(valid, result.ids, result.created)
+        ]
+        body = {
+            "created": result.created_count,
+            "duplicates": result.duplicate_count,
+            "rejected": len(errors),
+            "results": results,
+            "errors": errors,
+        }
+        return Response(body, status=status.HTTP_400_BAD_REQUEST if errors else status.HTTP_201_CREATED)

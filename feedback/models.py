@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -132,6 +133,17 @@ class Feedback(models.Model):
                 condition=Q(evaluated_at__isnull=True),
             ),
         ]
+
+    def clean(self) -> None:
+        if self.score is None:
+            return
+        if self.kind == self.Kind.TEXT:
+            raise ValidationError({"score": "Text feedback has no score; leave it empty."})
+        low, high = self.SCORE_RANGES[self.kind]
+        if not low <= self.score <= high:
+            raise ValidationError(
+                {"score": f"Score {self.score} is outside the {self.kind} range {low}-{high}."}
+            )
 
     def __str__(self) -> str:
         score = "-" if self.score is None else self.score

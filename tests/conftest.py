@@ -40,3 +40,27 @@ def _database_is_postgresql_when_required(django_db_setup, django_db_blocker):
                 "OSCM_REQUIRE_SERVICES=1 but the tests run on "
                 f"{connection.vendor}: set DATABASE_URL to a PostgreSQL database"
             )
+
+
+@pytest.fixture(autouse=True)
+def _seeded_defaults(request):
+    """Restore the seeded topics, teams and rules for database tests.
+
+    Transactional tests flush every table afterwards, which removes the rows
+    the data migrations created; the next test gets them back here.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None:
+        return
+    request.getfixturevalue("_django_db_helper")
+    from django.apps import apps
+
+    from cases.models import Team
+    from cases.seeds import seed_defaults
+    from feedback.models import Topic
+    from feedback.seeds import seed_topics
+
+    if not Topic.objects.exists():
+        seed_topics(apps)
+    if not Team.objects.exists():
+        seed_defaults(apps)

@@ -1,0 +1,253 @@
+"""Validation of incoming feedback, shared by the API and the file importer.
+
+Pure functions with no database access: each turns one raw item into a
+``FeedbackInput`` or raises ``InvalidItem`` with a message that names the
+value and says how to fix it.
+"""
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+
+from .models import Feedback
+
+KINDS = set(Feedback.Kind.values)
+SOURCES = set(Feedback.Source.values)
+SCORE_RANGES = {str(kind): bounds for kind, bounds in Feedback.SCORE_RANGES.items()}
+
+# Fields a caller may set on one feedback item; the importer maps file
+# columns onto these names.
+FIELDS = (
+    "external_id",
+    "customer",
+    "email",
+    "name",
+    "segment",
+    "kind",
+    "score",
+    "comment",
+    "source",
+    "touchpoint",
+    "product",
+    "language",
+    "occurred_at",
+)
+
+MAX_LENGTHS = {
+    "external_id": 200,
+    "customer": 200,
+    "name": 200,
+    "segment": 100,
+    "touchpoint": 50,
+    "product": 200,
+    "language": 8,
+}
+# Occurrence times further ahead than this are rejected as clock errors.
+FUTURE_TOLERANCE = timedelta(days=1)
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
+_WHOLE_NUMBER_RE = re.compile(r"^[+-]?\d+(\.0*)?$")
+
+
+class InvalidItem(ValueError):
+    """One item failed validation; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(slots=True)
+class FeedbackInput:
+    external_id: str
+    kind: str
+    source: str
+    score: int | None
+    comment: str
+    touchpoint: str
+    product: str
+    language: str
+    occurred_at: datetime
+    customer: str
+    email: str
+    name: str
+    segment: str
+    raw: dict = field(default_factory=dict)
+
+
+def _text(item: dict, name: str) -> str:
+    value = item.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        else:
+            raise InvalidItem(name, f"{name} {value!r} is not text.")
+    value = value.strip()
+    limit = MAX_LENGTHS.get(name)
+    if limit and len(value) > limit:
+        raise InvalidItem(
+            name, f"{name} is {len(value)} characters long; the maximum is {limit}."
+        )
+    return value
+
+
+def parse_score(value: Any, kind: str) -> int | None:
+    """Parse a score as a whole number within the kind's range.
+
+    An empty value is a skipped question and returns None, never zero.
+    """
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if isinstance(value, bool):
+        raise InvalidItem("score", f"score {value!r} is not a whole number.")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise InvalidItem("score", f"score {value!r} is not a whole number.")
+        number = int(value)
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _WHOLE_NUMBER_RE.match(value.strip()):
+        number = int(float(value.strip()))
+    else:
+        raise InvalidItem("score", f"score {value!r} is not a whole number.")
+    if kind == Feedback.Kind.TEXT:
+        raise InvalidItem(
+            "score",
+            f"score {number} given for text feedback, which has no score: "
+            "use kind nps, csat, ces or rating.",
+        )
+    low, high = SCORE_RANGES[kind]
+    if not low <= number <= high:
+        raise InvalidItem(
+            "score", f"score {number} is outside the {kind} range {low}-{high}."
+        )
+    return number
+
+
+def parse_occurred_at(value: Any, *, date_format: str = "", now: datetime) -> datetime:
+    """Parse an occurrence time; naive times are taken as UTC."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return now
+    if isinstance(value, datetime):
+        parsed = value
+    elif not isinstance(value, str):
+        raise InvalidItem("occurred_at", f"occurred_at {value!r} is not a date or time.")
+    elif date_format:
+        try:
+            parsed = datetime.strptime(value.strip(), date_format)
+        except ValueError:
+            raise InvalidItem(
+                "occurred_at",
+                f"occurred_at {value!r} does not match the date format {date_format!r}.",
+            ) from None
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidItem(
+                "occurred_at",
+                f"occurred_at {value!r} is not an ISO 8601 date or time; "
+                "give a date format, for example --date-format '%d/%m/%Y %H:%M'.",
+            ) from None
+    if timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=UTC)
+    if parsed > now + FUTURE_TOLERANCE:
+        raise InvalidItem(
+            "occurred_at",
+            f"occurred_at {value!r} lies in the future; check the date and its time zone.",
+        )
+    return parsed
+
+
+def content_key(item: dict) -> str:
+    """Return a stable id for an item that came without an external id.
+
+    Sending the same item again gives the same key, so a retried request or a
+    re-imported file is recognised as a duplicate.
+    """
+    canonical = json.dumps(item, sort_keys=True, default=str, ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def validate_item(
+    item: dict,
+    *,
+    defaults: dict | None = None,
+    date_format: str = "",
+    now: datetime | None = None,
+    raw: dict | None = None,
+) -> FeedbackInput:
+    """Validate one feedback item; ``defaults`` fill fields the item leaves out.
+
+    ``raw`` is the input as received, kept on the feedback; it defaults to
+    the item itself.
+    """
+    if not isinstance(item, dict):
+        raise InvalidItem("item", f"item {item!r} is not an object with feedback fields.")
+    now = now or timezone.now()
+    values = dict(defaults or {})
+    values.update({key: value for key, value in item.items() if value not in (None, "")})
+
+    kind = _text(values, "kind").lower()
+    if kind not in KINDS:
+        raise InvalidItem(
+            "kind",
+            f"kind {values.get('kind')!r} is not valid; use one of {', '.join(sorted(KINDS))}.",
+        )
+    source = _text(values, "source").lower()
+    if source not in SOURCES:
+        raise InvalidItem(
+            "source",
+            f"source {values.get('source')!r} is not valid; "
+            f"use one of {', '.join(sorted(SOURCES))}.",
+        )
+    score = parse_score(values.get("score"), kind)
+    comment = values.get("comment") or ""
+    if not isinstance(comment, str):
+        raise InvalidItem("comment", f"comment {comment!r} is not text.")
+    comment = comment.strip()
+    if score is None and not comment:
+        raise InvalidItem(
+            "score", "the item has neither a score nor a comment, so there is nothing to record."
+        )
+
+    language = _text(values, "language").lower()
+    if language and not _LANGUAGE_RE.match(language):
+        raise InvalidItem(
+            "language", f"language {language!r} is not a language code such as en, id or pt."
+        )
+    email = _text(values, "email").lower()
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise InvalidItem("email", f"email {email!r} is not a valid address.") from None
+
+    external_id = _text(values, "external_id") or content_key(item)
+    return FeedbackInput(
+        external_id=external_id,
+        kind=kind,
+        source=source,
+        score=score,
+        comment=comment,
+        touchpoint=_text(values, "touchpoint").lower(),
+        product=_text(values, "product"),
+        language=language,
+        occurred_at=parse_occurred_at(
+            values.get("occurred_at"), date_format=date_format, now=now
+        ),
+        customer=_text(values, "customer"),
+        email=email,
+        name=_text(values, "name"),
+        segment=_text(values, "segment"),
+        raw=item if raw is None else raw,
+    )

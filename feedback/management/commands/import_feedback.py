@@ -1,0 +1,74 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from feedback.importer import ImportFileError, ImportOptions, import_file, parse_mapping
+from feedback.intake import FIELDS, KINDS, SOURCES
+
+
+class Command(BaseCommand):
+    help = (
+        "Import feedback from a CSV or JSON Lines file. Prints one summary line "
+        "'imported N, duplicates N, rejected N' and writes rejected rows with their "
+        "reason to FILE.rejected.csv. Importing the same file again adds nothing."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", type=Path, help="CSV or JSON Lines file to import.")
+        parser.add_argument("--source", required=True, choices=sorted(SOURCES))
+        parser.add_argument("--kind", required=True, choices=sorted(KINDS))
+        parser.add_argument(
+            "--format", choices=["csv", "jsonl"], default="",
+            help="File format; by default .jsonl and .ndjson files are JSON Lines, others CSV.",
+        )
+        parser.add_argument(
+            "--map", action="append", default=[], metavar="FIELD=COLUMN",
+            help=(
+                "Read FIELD from COLUMN (repeatable). Fields: "
+                + ", ".join(name for name in FIELDS if name not in ("kind", "source"))
+                + ". Join columns with +, for example comment=Title+Review Text. "
+                "Unmapped fields read the column of the same name, if any."
+            ),
+        )
+        parser.add_argument("--delimiter", default=",", help="CSV field delimiter; 'tab' for tabs.")
+        parser.add_argument(
+            "--date-format", default="",
+            help="strptime format of occurred_at, for example '%%d/%%m/%%Y %%H:%%M'; "
+            "ISO 8601 by default. Times without an offset are taken as UTC.",
+        )
+        parser.add_argument(
+            "--language", default="",
+            help="Language code of every row (en, id, pt, ...); detected per row by default.",
+        )
+        parser.add_argument("--batch-size", type=int, default=0, help="Rows stored per transaction.")
+        parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+
+    def handle(self, *args, **options):
+        path: Path = options["file"]
+        try:
+            import_options = ImportOptions(
+                source=options["source"],
+                kind=options["kind"],
+                format=options["format"],
+                mapping=parse_mapping(options["map"]),
+                delimiter=options["delimiter"],
+                date_format=options["date_format"],
+                language=options["language"].lower(),
+                batch_size=options["batch_size"],
+            )
+            with tqdm(
+                total=path.stat().st_size if path.exists() else 0,
+                unit="B", unit_scale=True, desc=path.name,
+                disable=options["no_progress"] or None, file=self.stderr._out,
+            ) as bar:
+                def on_progress(done: int, total: int) -> None:
+                    bar.update(done - bar.n)
+
+                summary = import_file(path, import_options, on_progress=on_progress)
+        except ImportFileError as error:
+            raise CommandError(f"{path}: {error} Nothing was imported.") from None
+
+        self.stdout.write(summary.line())
+        if summary.rejected_path:
+            self.stderr.write(f"rejected rows and their reasons: {summary.rejected_path}")

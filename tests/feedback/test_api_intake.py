@@ -1,0 +1,121 @@
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from cases.models import Case
+from feedback.models import Feedback
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/api/v1/feedback/"
+
+
+@pytest.fixture
+def user():
+    return get_user_model().objects.create_user("integration", password="pw-123456789")
+
+
+@pytest.fixture
+def client(user):
+    api = APIClient()
+    api.force_authenticate(user)
+    return api
+
+
+def detractor(**fields):
+    item = {
+        "external_id": "s-1",
+        "kind": "nps",
+        "source": "survey",
+        "score": 2,
+        "comment": "The courier lost my parcel",
+        "customer": "cust-1",
+        "email": "cust1@example.com",
+        "touchpoint": "delivery",
+    }
+    item.update(fields)
+    return item
+
+
+def test_post_one_object_creates_feedback_and_case(client):
+    response = client.post(URL, detractor(), format="json")
+    assert response.status_code == 201
+    assert response.json()["results"] == [
+        {"index": 0, "id": Feedback.objects.get().id, "status": "created"}
+    ]
+    case = Case.objects.get()
+    assert case.trigger_feedback.external_id == "s-1"
+    assert case.customer.email == "cust1@example.com"
+
+
+def test_post_list_with_invalid_items_keeps_valid(client):
+    items = [detractor(external_id="a"), detractor(external_id="b", score=11), {"kind": "nps"}]
+    response = client.post(URL, items, format="json")
+    body = response.json()
+    assert response.status_code == 400
+    assert body["created"] == 1
+    assert body["rejected"] == 2
+    assert body["errors"][0] == {
+        "index": 1, "field": "score", "message": "score 11 is outside the nps range 0-10."
+    }
+    assert body["errors"][1]["index"] == 2
+    assert body["errors"][1]["field"] == "source"
+    assert Feedback.objects.filter(external_id="a").exists()
+
+
+def test_post_again_is_duplicate_not_double_counted(client):
+    first = client.post(URL, detractor(), format="json").json()
+    second = client.post(URL, detractor(), format="json")
+    assert second.status_code == 201
+    assert second.json()["results"][0] == {
+        "index": 0, "id": first["results"][0]["id"], "status": "duplicate"
+    }
+    assert Feedback.objects.count() == 1
+    assert Case.objects.count() == 1
+
+
+def test_post_without_external_id_retry_is_duplicate(client):
+    item = detractor()
+    del item["external_id"]
+    client.post(URL, item, format="json")
+    response = client.post(URL, item, format="json")
+    assert response.json()["duplicates"] == 1
+    assert Feedback.objects.count() == 1
+
+
+def test_post_same_item_twice_in_one_list(client):
+    response = client.post(URL, [detractor(), detractor()], format="json")
+    statuses = [result["status"] for result in response.json()["results"]]
+    assert statuses == ["created", "duplicate"]
+
+
+def test_post_rejects_empty_and_oversized_lists(client):
+    assert client.post(URL, [], format="json").status_code == 400
+    response = client.post(URL, [detractor(external_id=str(i)) for i in range(1001)], format="json")
+    assert response.status_code == 400
+    assert "at most 1000" in response.json()["detail"]
+
+
+def test_post_malformed_json(client):
+    response = client.post(URL, "{bad", content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_post_requires_authentication():
+    response = APIClient().post(URL, detractor(), format="json")
+    assert response.status_code in (401, 403)
+    assert Feedback.objects.count() == 0
+
+
+def test_post_with_token(user):
+    token = Token.objects.create(user=user)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert api.post(URL, detractor(), format="json").status_code == 201
+
+
+def test_session_post_requires_csrf(user):
+    api = APIClient(enforce_csrf_checks=True)
+    api.login(username="integration", password="pw-123456789")
+    assert api.post(URL, detractor(), format="json").status_code == 403

@@ -1,0 +1,205 @@
+import csv
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from cases.models import Case
+from feedback.models import Customer, Feedback, MetricRollup
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_import(path: Path, *args: str) -> str:
+    out, err = StringIO(), StringIO()
+    call_command("import_feedback", str(path), *args, "--no-progress", stdout=out, stderr=err)
+    return out.getvalue().strip()
+
+
+def write(tmp_path: Path, text: str, name: str = "feedback.csv", newline: str = "\n") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.replace("\n", newline).encode("utf-8"))
+    return path
+
+
+def rejected_rows(path: Path) -> list[dict]:
+    report = path.with_name(path.name + ".rejected.csv")
+    with open(report, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_import_summary_line_and_rows(tmp_path):
+    path = write(
+        tmp_path,
+        "external_id,customer,score,comment,occurred_at,touchpoint\n"
+        "a1,c1,2,Parcel came late,2026-11-01T10:00:00,delivery\n"
+        "a2,c2,10,Lovely,2026-11-02,checkout\n",
+    )
+    assert run_import(path, "--source", "survey", "--kind", "nps") == (
+        "imported 2, duplicates 0, rejected 0"
+    )
+    feedback = Feedback.objects.get(external_id="a1")
+    assert feedback.score == 2
+    assert feedback.customer.external_id == "c1"
+    assert feedback.touchpoint == "delivery"
+    assert feedback.raw["comment"] == "Parcel came late"
+    assert feedback.evaluated_at is not None
+
+
+def test_import_twice_counts_duplicates(tmp_path):
+    path = write(tmp_path, "external_id,score\nx1,3\nx2,9\nx1,4\n")
+    assert run_import(path, "--source", "survey", "--kind", "nps") == (
+        "imported 2, duplicates 1, rejected 0"
+    )
+    assert run_import(path, "--source", "survey", "--kind", "nps") == (
+        "imported 0, duplicates 3, rejected 0"
+    )
+    assert Feedback.objects.count() == 2
+    assert sum(MetricRollup.objects.filter(topic_key=0).values_list("count", flat=True)) == 2
+    assert Case.objects.count() == 1
+
+
+def test_import_without_id_column_is_idempotent(tmp_path):
+    path = write(tmp_path, "score,comment\n5,bagus\n5,bagus\n1,jelek\n")
+    assert run_import(path, "--source", "review", "--kind", "rating") == (
+        "imported 3, duplicates 0, rejected 0"
+    )
+    assert run_import(path, "--source", "review", "--kind", "rating") == (
+        "imported 0, duplicates 3, rejected 0"
+    )
+
+
+def test_import_rejects_bad_rows_keeps_valid(tmp_path):
+    path = write(
+        tmp_path,
+        "external_id,score,comment,occurred_at\n"
+        "r1,11,too high,\n"
+        "r2,4.5,half,\n"
+        "r3,,,\n"
+        "r4,7,fine,\n"
+        "r5,8,bad date,yesterday\n",
+    )
+    assert run_import(path, "--source", "survey", "--kind", "nps") == (
+        "imported 1, duplicates 0, rejected 4"
+    )
+    rows = rejected_rows(path)
+    assert [row["external_id"] for row in rows] == ["r1", "r2", "r3", "r5"]
+    assert rows[0]["reason"] == "score 11 is outside the nps range 0-10."
+    assert "not a whole number" in rows[1]["reason"]
+    assert "neither a score nor a comment" in rows[2]["reason"]
+    assert "not an ISO 8601" in rows[3]["reason"]
+    assert rows[0]["row"] == "1"
+    assert Feedback.objects.filter(external_id="r4").exists()
+
+
+def test_import_bom_crlf_quoted_newlines_emoji_long_comment(tmp_path):
+    long_comment = "é" * 10_000
+    text = (
+        "\ufeffexternal_id,score,comment\n"
+        'b1,1,"line one\nline two, with comma"\n'
+        "b2,5,\n"
+        "b3,2,Terrible 😡👎\n"
+        f"b4,3,{long_comment}\n"
+    )
+    path = write(tmp_path, text, newline="\r\n")
+    assert run_import(path, "--source", "review", "--kind", "rating") == (
+        "imported 4, duplicates 0, rejected 0"
+    )
+    assert Feedback.objects.get(external_id="b1").comment == "line one\r\nline two, with comma"
+    assert Feedback.objects.get(external_id="b2").comment == ""
+    assert Feedback.objects.get(external_id="b3").comment == "Terrible 😡👎"
+    assert len(Feedback.objects.get(external_id="b4").comment) == 10_000
+
+
+def test_import_map_date_format_delimiter_language(tmp_path):
+    path = write(
+        tmp_path,
+        "id;nota;texto;data\n1;1;entrega atrasada;11/04/2018 20:09\n",
+    )
+    summary = run_import(
+        path, "--source", "review", "--kind", "rating",
+        "--map", "external_id=id", "--map", "score=nota", "--map", "comment=texto",
+        "--map", "occurred_at=data", "--delimiter", ";", "--date-format", "%d/%m/%Y %H:%M",
+        "--language", "pt",
+    )
+    assert summary == "imported 1, duplicates 0, rejected 0"
+    feedback = Feedback.objects.get(external_id="1")
+    assert feedback.language == "pt"
+    assert feedback.occurred_at.isoformat() == "2018-04-11T20:09:00+00:00"
+
+
+def test_import_map_joins_columns(tmp_path):
+    path = write(tmp_path, "row,Title,Review Text,Rating\n7,Too small,Runs two sizes small,2\n")
+    run_import(
+        path, "--source", "review", "--kind", "rating",
+        "--map", "external_id=row", "--map", "comment=Title+Review Text", "--map", "score=Rating",
+    )
+    assert Feedback.objects.get(external_id="7").comment == "Too small\nRuns two sizes small"
+
+
+def test_import_jsonl(tmp_path):
+    lines = [
+        json.dumps({"external_id": "j1", "score": 0, "comment": "awful", "customer": "k1"}),
+        "",
+        "{not json",
+        json.dumps([1, 2]),
+        json.dumps({"external_id": "j2", "score": 10}),
+    ]
+    path = write(tmp_path, "\n".join(lines) + "\n", name="feedback.jsonl")
+    assert run_import(path, "--source", "survey", "--kind", "nps") == (
+        "imported 2, duplicates 0, rejected 2"
+    )
+    reasons = [row["reason"] for row in rejected_rows(path)]
+    assert reasons[0].startswith("line is not valid JSON")
+    assert reasons[1] == "line is not a JSON object"
+    assert Customer.objects.filter(external_id="k1").exists()
+
+
+def test_import_non_utf8_row_rejected(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"external_id,score,comment\nl1,3,ok\nl2,2,caf\xe9\n")
+    assert run_import(path, "--source", "survey", "--kind", "csat") == (
+        "imported 1, duplicates 0, rejected 1"
+    )
+    assert "not UTF-8" in rejected_rows(path)[0]["reason"]
+
+
+def test_import_field_count_mismatch_rejected(tmp_path):
+    path = write(tmp_path, "external_id,score,comment\nm1,3,a,b\nm2,4,fine\n")
+    assert run_import(path, "--source", "survey", "--kind", "csat") == (
+        "imported 1, duplicates 0, rejected 1"
+    )
+    assert "has 4 fields but the header has 3" in rejected_rows(path)[0]["reason"]
+
+
+def test_import_all_rows_rejected_still_succeeds(tmp_path):
+    path = write(tmp_path, "external_id,score\nz1,99\n")
+    assert run_import(path, "--source", "survey", "--kind", "nps") == (
+        "imported 0, duplicates 0, rejected 1"
+    )
+
+
+def test_import_fails_when_nothing_readable(tmp_path):
+    with pytest.raises(CommandError, match="cannot open"):
+        run_import(tmp_path / "missing.csv", "--source", "survey", "--kind", "nps")
+    empty = write(tmp_path, "", name="empty.csv")
+    with pytest.raises(CommandError, match="the file is empty"):
+        run_import(empty, "--source", "survey", "--kind", "nps")
+    path = write(tmp_path, "id,score\n1,3\n")
+    with pytest.raises(CommandError, match="column 'nope' \\(mapped to comment\\) is not in the file"):
+        run_import(path, "--source", "survey", "--kind", "nps", "--map", "comment=nope")
+    with pytest.raises(CommandError, match="--map field 'rating' is unknown"):
+        run_import(path, "--source", "survey", "--kind", "nps", "--map", "rating=score")
+    assert Feedback.objects.count() == 0
+
+
+def test_import_removes_stale_rejected_report(tmp_path):
+    path = write(tmp_path, "external_id,score\ns1,99\n")
+    run_import(path, "--source", "survey", "--kind", "nps")
+    report = path.with_name(path.name + ".rejected.csv")
+    assert report.exists()
+    path.write_text("external_id,score\ns1,9\n")
+    run_import(path, "--source", "survey", "--kind", "nps")
+    assert not report.exists()
