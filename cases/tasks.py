@@ -1,0 +1,40 @@
+"""Celery tasks that evaluate feedback into cases.
+
+The intake queues ``feedback_evaluate_task`` with
+``transaction.on_commit(partial(feedback_evaluate_task.delay, ids))`` after it
+stores a batch; the beat schedule runs ``feedback_sweep_task`` for anything a
+lost task left behind. Both are idempotent, so duplicate deliveries are safe.
+"""
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from .services import feedback_evaluate, feedback_sweep
+
+# Lost connections, deadlocks and serialization failures are worth another
+# try. Any other error comes from a bug or bad data, so a retry would fail too.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+
+
+@shared_task(
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=6,
+)
+def feedback_evaluate_task(feedback_ids: list[int]) -> None:
+    """Evaluate the given feedback; ids already evaluated are skipped."""
+    feedback_evaluate(feedback_ids=feedback_ids)
+
+
+@shared_task(
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=3,
+)
+def feedback_sweep_task() -> None:
+    """Evaluate feedback stored but never evaluated after the grace period."""
+    feedback_sweep()
