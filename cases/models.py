@@ -1,9 +1,67 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from feedback.models import Customer, Feedback, Topic
+
+
+class BusinessCalendar(models.Model):
+    """Working hours of a team, in which SLA targets are counted."""
+
+    name = models.CharField(max_length=100, unique=True)
+    timezone = models.CharField(
+        max_length=64, default="UTC", help_text="IANA time zone name, for example Asia/Jakarta."
+    )
+    workdays = models.CharField(
+        max_length=13,
+        default="0,1,2,3,4",
+        help_text="Working days as numbers, 0 = Monday to 6 = Sunday, separated by commas.",
+    )
+    day_start = models.TimeField(default="09:00")
+    day_end = models.TimeField(default="17:00")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.timezone})"
+
+    def clean(self) -> None:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValidationError(
+                {"timezone": f"{self.timezone!r} is not an IANA time zone, such as Europe/London."}
+            ) from None
+        try:
+            days = [int(day) for day in self.workdays.split(",") if day.strip()]
+        except ValueError:
+            days = [-1]
+        if not days or any(day not in range(7) for day in days):
+            raise ValidationError(
+                {"workdays": f"{self.workdays!r} is not a list of day numbers 0-6, such as 0,1,2,3,4."}
+            )
+        if self.day_start >= self.day_end:
+            raise ValidationError({"day_end": "The working day must end after it starts."})
+
+
+class Holiday(models.Model):
+    calendar = models.ForeignKey(BusinessCalendar, on_delete=models.CASCADE, related_name="holidays")
+    date = models.DateField()
+    name = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["date"]
+        constraints = [
+            models.UniqueConstraint(fields=["calendar", "date"], name="holiday_unique_per_calendar")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.date} {self.name}".strip()
 
 
 class Team(models.Model):
@@ -17,6 +75,13 @@ class Team(models.Model):
     )
     is_fallback = models.BooleanField(
         default=False, help_text="Receives every case that no routing rule matches."
+    )
+    calendar = models.ForeignKey(
+        BusinessCalendar,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="Working hours for SLA targets; without one, SLA time runs around the clock in UTC.",
     )
 
     class Meta:
@@ -112,6 +177,56 @@ class RoutingRule(models.Model):
         return f"{condition} -> {self.team}"
 
 
+class RootCause(models.Model):
+    """Category of what caused the customer's problem, required to resolve a case."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SlaPolicy(models.Model):
+    """First-response and resolution targets in business minutes.
+
+    Active policies are tried by ascending ``position``; the first whose
+    conditions all hold wins (a blank condition matches anything), and the
+    policy marked as fallback applies when none does.
+    """
+
+    position = models.PositiveIntegerField(default=100)
+    name = models.CharField(max_length=100)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE)
+    priority = models.IntegerField(choices=Priority.choices, null=True, blank=True)
+    topic = models.ForeignKey(Topic, null=True, blank=True, on_delete=models.CASCADE)
+    first_response_minutes = models.PositiveIntegerField(
+        help_text="Business minutes from opening to the first customer contact."
+    )
+    resolution_minutes = models.PositiveIntegerField(
+        help_text="Business minutes from opening to resolution, not counting time waiting on the customer."
+    )
+    is_fallback = models.BooleanField(default=False)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        verbose_name = "SLA policy"
+        verbose_name_plural = "SLA policies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_fallback"], condition=Q(is_fallback=True), name="sla_policy_one_fallback"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Case(models.Model):
     class State(models.TextChoices):
         NEW = "new", "New"
@@ -157,6 +272,28 @@ class Case(models.Model):
     opened_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
+    # Workflow
+    root_cause = models.ForeignKey(RootCause, null=True, blank=True, on_delete=models.PROTECT)
+    resolution_note = models.TextField(blank=True)
+    first_response_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="merged_cases"
+    )
+
+    # SLA: due times are stored so lists and sweeps filter on them directly.
+    sla_policy = models.ForeignKey(SlaPolicy, null=True, blank=True, on_delete=models.SET_NULL)
+    first_response_due_at = models.DateTimeField(null=True, blank=True)
+    resolution_due_at = models.DateTimeField(null=True, blank=True)
+    # Set while the case waits on the customer; the resolution clock stops.
+    sla_paused_at = models.DateTimeField(null=True, blank=True)
+    first_response_warned_at = models.DateTimeField(null=True, blank=True)
+    resolution_warned_at = models.DateTimeField(null=True, blank=True)
+    first_response_breached_at = models.DateTimeField(null=True, blank=True)
+    resolution_breached_at = models.DateTimeField(null=True, blank=True)
+    is_breached = models.BooleanField(default=False)
+
     class Meta:
         constraints = [
             models.UniqueConstraint(
@@ -166,6 +303,15 @@ class Case(models.Model):
         indexes = [
             models.Index(fields=["team", "state", "-opened_at"], name="case_team_state_opened"),
             models.Index(fields=["assignee", "state"], name="case_assignee_state"),
+            models.Index(fields=["customer", "-opened_at"], name="case_customer_opened"),
+            models.Index(
+                fields=["resolution_due_at"], name="case_open_resolution_due", condition=Q(is_open=True)
+            ),
+            models.Index(
+                fields=["first_response_due_at"],
+                name="case_open_first_response_due",
+                condition=Q(is_open=True, first_response_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -183,3 +329,69 @@ class CaseFeedback(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["case", "feedback"], name="case_feedback_unique")
         ]
+
+
+class CaseEvent(models.Model):
+    """One entry of a case's timeline. Rows are only ever added.
+
+    ``changes`` maps each changed field to ``[old, new]``; comments and
+    contact attempts carry their text in ``body``.
+    """
+
+    class Kind(models.TextChoices):
+        OPENED = "opened", "Opened"
+        FEEDBACK_ATTACHED = "feedback_attached", "Feedback attached"
+        STATE_CHANGED = "state_changed", "State changed"
+        ASSIGNED = "assigned", "Assigned"
+        PRIORITY_CHANGED = "priority_changed", "Priority changed"
+        TEAM_CHANGED = "team_changed", "Moved to another team"
+        COMMENT = "comment", "Comment"
+        CONTACT = "contact", "Customer contact attempt"
+        MERGED = "merged", "Merged"
+        SLA_WARNING = "sla_warning", "SLA warning"
+        SLA_BREACH = "sla_breach", "SLA breach"
+        CUSTOMER_ERASED = "customer_erased", "Customer data erased"
+
+    class Visibility(models.TextChoices):
+        INTERNAL = "internal", "Internal note"
+        CUSTOMER = "customer", "Reply to the customer"
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        PHONE = "phone", "Phone"
+        CHAT = "chat", "Chat"
+        SMS = "sms", "SMS"
+        OTHER = "other", "Other"
+
+    class Outcome(models.TextChoices):
+        REACHED = "reached", "Reached the customer"
+        NO_ANSWER = "no_answer", "No answer"
+        LEFT_MESSAGE = "left_message", "Left a message"
+        WRONG_CONTACT = "wrong_contact", "Wrong contact details"
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    changes = models.JSONField(default=dict, blank=True)
+    body = models.TextField(blank=True)
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, blank=True)
+    channel = models.CharField(max_length=10, choices=Channel.choices, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["case", "created_at"], name="case_event_case_created")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} on case #{self.case_id}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("Case events are append-only; add a new event instead of editing one.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("Case events are append-only and cannot be deleted.")

@@ -57,3 +57,49 @@ def seed_defaults(apps) -> None:
                 position=position, topic=topics.get(slug) if slug else None,
                 touchpoint=touchpoint, team=teams[team],
             )
+
+
+DEFAULT_ROOT_CAUSES = [
+    ("Website bug", "A defect in the website."),
+    ("App bug", "A defect in the mobile app."),
+    ("Delivery partner", "The courier or logistics partner failed."),
+    ("Product defect", "The product was faulty, damaged or not as described."),
+    ("Payment provider", "A payment, refund or billing failure."),
+    ("Policy", "A company policy caused the problem (returns, fees, terms)."),
+    ("Staff", "A member of staff handled the customer badly."),
+    ("Customer misunderstanding", "Nothing was broken; the customer needed an explanation."),
+    ("Other", "None of the above; say what in the resolution note."),
+]
+
+DEFAULT_CALENDAR = ("Office hours (UTC)", "UTC", "0,1,2,3,4", "09:00", "17:00")
+
+# (position, name, priority or None, first response minutes, resolution
+# minutes, is fallback); minutes are business minutes of the team calendar.
+DEFAULT_SLA_POLICIES = [
+    (10, "Urgent", 4, 60, 8 * 60, False),
+    (20, "High", 3, 4 * 60, 3 * 8 * 60, False),
+    (30, "Low", 1, 2 * 8 * 60, 10 * 8 * 60, False),
+    (100, "Standard", None, 8 * 60, 5 * 8 * 60, True),
+]
+
+
+def seed_workflow(apps) -> None:
+    RootCause = apps.get_model("cases", "RootCause")
+    BusinessCalendar = apps.get_model("cases", "BusinessCalendar")
+    SlaPolicy = apps.get_model("cases", "SlaPolicy")
+    Team = apps.get_model("cases", "Team")
+
+    for name, description in DEFAULT_ROOT_CAUSES:
+        RootCause.objects.get_or_create(name=name, defaults={"description": description})
+    name, zone, workdays, start, end = DEFAULT_CALENDAR
+    calendar, _ = BusinessCalendar.objects.get_or_create(
+        name=name, defaults={"timezone": zone, "workdays": workdays, "day_start": start, "day_end": end}
+    )
+    Team.objects.filter(calendar__isnull=True).update(calendar=calendar)
+    if not SlaPolicy.objects.exists():
+        for position, policy, priority, first_response, resolution, fallback in DEFAULT_SLA_POLICIES:
+            SlaPolicy.objects.create(
+                position=position, name=policy, priority=priority,
+                first_response_minutes=first_response, resolution_minutes=resolution,
+                is_fallback=fallback,
+            )

@@ -11,7 +11,11 @@ class Customer(models.Model):
     language = models.CharField(max_length=8, blank=True)
     segment = models.CharField(max_length=100, blank=True)
     is_opted_out = models.BooleanField(default=False)
+    time_zone = models.CharField(
+        max_length=64, blank=True, help_text="IANA time zone name, for example Asia/Jakarta."
+    )
     created_at = models.DateTimeField(default=timezone.now)
+    erased_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.name or self.email or self.external_id
@@ -184,3 +188,22 @@ class MetricRollup(models.Model):
                 name="metric_rollup_unique",
             )
         ]
+
+
+class CustomerErasure(models.Model):
+    """Record of a customer's personal data erased on request.
+
+    Kept after the erasure as proof that it happened; it holds no personal
+    data itself, only the pseudonymous customer id.
+    """
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="erasures")
+    requested_by = models.ForeignKey(
+        "auth.User", null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=300, blank=True)
+    feedback_count = models.PositiveIntegerField(default=0)
+    erased_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Erasure of customer #{self.customer_id} at {self.erased_at:%Y-%m-%d %H:%M}"

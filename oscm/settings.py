@@ -126,7 +126,7 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "OSCM <feedback@localhost>")
 # Celery: with no broker, tasks run in-process when they are queued.
 # The in-memory transport only stands in for a broker that eager mode never
 # contacts; it keeps Celery from falling back to an AMQP server on localhost.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "memory://"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "memory://localhost/"
 CELERY_TASK_ALWAYS_EAGER = not env_str("CELERY_BROKER_URL")
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None

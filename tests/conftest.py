@@ -56,7 +56,7 @@ def _seeded_defaults(request):
     from django.apps import apps
 
     from cases.models import Team
-    from cases.seeds import seed_defaults
+    from cases.seeds import seed_defaults, seed_workflow
     from feedback.models import Topic
     from feedback.seeds import seed_topics
 
@@ -64,3 +64,4 @@ def _seeded_defaults(request):
         seed_topics(apps)
     if not Team.objects.exists():
         seed_defaults(apps)
+        seed_workflow(apps)
