@@ -1,0 +1,54 @@
+"""Who may see and change which cases.
+
+Agents see and work the cases of their own teams. Leads do the same and
+also assign, reassign, change priority, move cases and create remediation
+actions in their teams. Admins see and do everything: superusers, and staff
+users who belong to no team. Agents and leads may get staff status to work
+in the Django admin and stay limited to their teams there. A case outside
+the user's teams is treated as missing (404), never as forbidden, so its
+existence is not revealed.
+"""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet, Subquery
+
+from .models import Case, TeamMember
+
+
+def user_is_admin(user: AbstractBaseUser) -> bool:
+    if not (user.is_authenticated and user.is_active):
+        return False
+    if user.is_superuser:
+        return True
+    if not user.is_staff:
+        return False
+    cached = getattr(user, "_oscm_is_admin", None)
+    if cached is None:
+        cached = not TeamMember.objects.filter(user_id=user.pk).exists()
+        user._oscm_is_admin = cached
+    return cached
+
+
+def user_team_ids(user: AbstractBaseUser, *, role: str | None = None) -> set[int]:
+    """Return the ids of the teams the user belongs to, optionally in one role."""
+    if not user.is_authenticated:
+        return set()
+    members = TeamMember.objects.filter(user_id=user.pk)
+    if role:
+        members = members.filter(role=role)
+    return set(members.values_list("team_id", flat=True))
+
+
+def user_leads_team(user: AbstractBaseUser, team_id: int) -> bool:
+    return user_is_admin(user) or team_id in user_team_ids(user, role=TeamMember.Role.LEAD)
+
+
+def cases_visible_to(user: AbstractBaseUser, queryset: QuerySet[Case] | None = None) -> QuerySet[Case]:
+    """Filter cases to those the user may see: all for admins, own teams otherwise."""
+    queryset = Case.objects.all() if queryset is None else queryset
+    if user_is_admin(user):
+        return queryset
+    if not user.is_authenticated:
+        return queryset.none()
+    own_teams = TeamMember.objects.filter(user_id=user.pk).values("team_id")
+    return queryset.filter(team_id__in=Subquery(own_teams))
