@@ -294,6 +294,12 @@ class Case(models.Model):
     resolution_breached_at = models.DateTimeField(null=True, blank=True)
     is_breached = models.BooleanField(default=False)
 
+    # Recovery: the trigger score and the follow-up answer, and whether the
+    # customer left the unhappy band (for NPS: detractor to passive or promoter).
+    recovery_score_before = models.SmallIntegerField(null=True, blank=True)
+    recovery_score_after = models.SmallIntegerField(null=True, blank=True)
+    is_recovered = models.BooleanField(null=True, blank=True)
+
     class Meta:
         constraints = [
             models.UniqueConstraint(
@@ -395,3 +401,177 @@ class CaseEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("Case events are append-only and cannot be deleted.")
+
+
+class ContactPolicy(models.Model):
+    """Rules for when a customer may be surveyed.
+
+    Layers, most specific first: a survey's own setting, then the policy of
+    the case's team, then the global policy (the row with no team). A blank
+    field on a team policy falls through to the global one.
+    """
+
+    team = models.OneToOneField(
+        Team, null=True, blank=True, on_delete=models.CASCADE, related_name="contact_policy",
+        help_text="Leave empty for the global policy.",
+    )
+    cooldown_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Survey nobody more than once in this many days."
+    )
+    quiet_hours_start = models.TimeField(
+        null=True, blank=True, help_text="Local time in the customer's time zone when sending stops."
+    )
+    quiet_hours_end = models.TimeField(
+        null=True, blank=True, help_text="Local time when sending may start again."
+    )
+    followup_delay_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Days after resolution that the follow-up survey is sent."
+    )
+    followup_exempt_from_cooldown = models.BooleanField(
+        null=True, blank=True,
+        help_text="Let the post-resolution follow-up through even within the cooldown.",
+    )
+    reopen_when_still_unhappy = models.BooleanField(
+        null=True, blank=True,
+        help_text="Reopen the case when the follow-up answer is still in the unhappy band.",
+    )
+    invitation_valid_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Days a survey link stays valid."
+    )
+
+    class Meta:
+        verbose_name_plural = "contact policies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team"], condition=Q(team__isnull=True), name="contact_policy_one_global"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Contact policy of {self.team}" if self.team_id else "Global contact policy"
+
+
+class FollowUp(models.Model):
+    """A follow-up survey of a resolved case, scheduled in the database.
+
+    The beat task sends rows whose ``due_at`` has passed; the token hash,
+    never the token, is stored, and a used or expired token shows no survey.
+    """
+
+    class State(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        SENT = "sent", "Sent"
+        ANSWERED = "answered", "Answered"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Expired"
+        CANCELLED = "cancelled", "Cancelled"
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="follow_ups")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="follow_ups")
+    kind = models.CharField(max_length=10, choices=Feedback.Kind.choices)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.SCHEDULED)
+    due_at = models.DateTimeField()
+    token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    answer = models.ForeignKey(
+        Feedback, null=True, blank=True, on_delete=models.SET_NULL, related_name="follow_up_answers"
+    )
+    skip_reason = models.CharField(max_length=300, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["due_at"], name="follow_up_scheduled_due", condition=Q(state="scheduled")),
+            models.Index(fields=["customer", "sent_at"], name="follow_up_customer_sent"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["case"],
+                condition=Q(state__in=["scheduled", "sent"]),
+                name="follow_up_one_pending_per_case",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Follow-up #{self.pk} of case #{self.case_id}"
+
+
+class OutboxMessage(models.Model):
+    """A side effect written in the same transaction as the change behind it.
+
+    A task delivers pending rows; ``dedup_key`` is unique, so the same
+    effect queued twice is stored once, and delivery claims a row with a
+    conditional update before sending, so a task that runs twice sends once.
+    """
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "Email"
+        WEBHOOK = "webhook", "Webhook"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    dedup_key = models.CharField(max_length=200, unique=True)
+    payload = models.JSONField(default=dict)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"], name="outbox_pending_due", condition=Q(state="pending")
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.dedup_key} ({self.state})"
+
+
+class WebhookEndpoint(models.Model):
+    """An outside URL told about case and action events, signed with HMAC-SHA256."""
+
+    class Event(models.TextChoices):
+        CASE_OPENED = "case.opened", "Case opened"
+        CASE_ESCALATED = "case.escalated", "Case escalated"
+        CASE_RESOLVED = "case.resolved", "Case resolved"
+        ACTION_VERDICT = "action.verdict", "Action verdict"
+
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=100, help_text="Shared secret for the X-OSCM-Signature header.")
+    events = models.JSONField(default=list, help_text="Event names to send; empty sends all.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to deliver an event to an endpoint: the delivery log."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    outbox = models.ForeignKey(OutboxMessage, null=True, on_delete=models.SET_NULL, related_name="+")
+    event = models.CharField(max_length=50)
+    attempt = models.PositiveIntegerField(default=1)
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"

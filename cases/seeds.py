@@ -103,3 +103,21 @@ def seed_workflow(apps) -> None:
                 first_response_minutes=first_response, resolution_minutes=resolution,
                 is_fallback=fallback,
             )
+
+
+# The global contact policy; teams may override any field with their own row.
+DEFAULT_CONTACT_POLICY = {
+    "cooldown_days": 30,
+    "quiet_hours_start": "21:00",
+    "quiet_hours_end": "08:00",
+    "followup_delay_days": 3,
+    "followup_exempt_from_cooldown": True,
+    "reopen_when_still_unhappy": True,
+    "invitation_valid_days": 14,
+}
+
+
+def seed_contact_policy(apps) -> None:
+    ContactPolicy = apps.get_model("cases", "ContactPolicy")
+    if not ContactPolicy.objects.filter(team__isnull=True).exists():
+        ContactPolicy.objects.create(team=None, **DEFAULT_CONTACT_POLICY)

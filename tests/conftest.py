@@ -56,7 +56,7 @@ def _seeded_defaults(request):
     from django.apps import apps
 
     from cases.models import Team
-    from cases.seeds import seed_defaults, seed_workflow
+    from cases.seeds import seed_contact_policy, seed_defaults, seed_workflow
     from feedback.models import Topic
     from feedback.seeds import seed_topics
 
@@ -65,3 +65,4 @@ def _seeded_defaults(request):
     if not Team.objects.exists():
         seed_defaults(apps)
         seed_workflow(apps)
+        seed_contact_policy(apps)
