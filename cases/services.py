@@ -19,6 +19,7 @@ from oscm.errors import DomainError
 
 from . import selectors
 from .models import Case, CaseFeedback, CaseRule, RoutingRule, Team, TeamMember
+from .workflow import case_events_record_opening
 
 logger = logging.getLogger(__name__)
 
@@ -341,6 +342,10 @@ def case_open(*, matches: Sequence[RuleMatch], now: datetime) -> CaseOpenResult:
     cases = list(new_cases.values())
     _cases_route(cases=cases)
     case_assign(cases=cases, now=now)
+    from .escalation import case_sla_apply
+
+    # Due times are set in memory, so the bulk insert writes them.
+    case_sla_apply(cases=cases, now=now)
     conflicts = _cases_insert(cases=cases)
 
     case_ids = dict(open_case_ids)
@@ -359,6 +364,11 @@ def case_open(*, matches: Sequence[RuleMatch], now: datetime) -> CaseOpenResult:
         for match in later
     )
     CaseFeedback.objects.bulk_create(links)
+    case_events_record_opening(
+        opened=[case for case in cases if case.pk is not None],
+        attached=[(case_ids[match.dedup_key], match.feedback.pk) for match in later],
+        now=now,
+    )
 
     touched = {case_ids[match.dedup_key] for match in later} - {
         case.pk for case in cases

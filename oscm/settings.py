@@ -29,6 +29,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "feedback",
     "cases",
     "actions",
@@ -107,6 +110,33 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "oscm.api.exception_handler",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# OpenAPI schema at /api/schema/ and Swagger UI at /api/docs/; the UI assets
+# come from drf-spectacular-sidecar, so the docs work without internet access.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "OSCM API",
+    "DESCRIPTION": "Customer feedback intake, metrics and the case workflow.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_AUTHENTICATION": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # One schema name for each choice set that several fields share.
+    "ENUM_NAME_OVERRIDES": {
+        "CaseStateEnum": "cases.models.Case.State",
+        "CaseEventKindEnum": "cases.models.CaseEvent.Kind",
+        "FeedbackKindEnum": "feedback.models.Feedback.Kind",
+        "ActionStateEnum": "actions.models.Action.State",
+    },
 }
 
 # Email: the console backend by default, SMTP when EMAIL_HOST is set.
@@ -149,6 +179,22 @@ CELERY_BEAT_SCHEDULE = {
 OSCM_BATCH_SIZE = env_int("OSCM_BATCH_SIZE", 2000)
 # Feedback older than this and still not evaluated is picked up by the sweep.
 OSCM_SWEEP_GRACE_SECONDS = env_int("OSCM_SWEEP_GRACE_SECONDS", 30)
+
+# Cache for login rate limits: Redis when CACHE_URL is set, or the Celery
+# broker's Redis, so every web process counts the same attempts; per-process
+# memory otherwise, which is enough for one process.
+CACHE_URL = env_str("CACHE_URL") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CACHE_URL,
+        "KEY_PREFIX": "oscm",
+    }
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
 
 LOG_FORMAT = env_str("LOG_FORMAT", "text")
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")

@@ -1,0 +1,49 @@
+"""Query-string filters of the case list."""
+
+import django_filters
+from django.db.models import Q, QuerySet
+
+from .models import Case, CaseEvent, Priority
+
+
+class CaseFilter(django_filters.FilterSet):
+    team = django_filters.NumberFilter(field_name="team_id", help_text="Team id.")
+    state = django_filters.MultipleChoiceFilter(choices=Case.State.choices)
+    priority = django_filters.MultipleChoiceFilter(choices=Priority.choices)
+    assignee = django_filters.NumberFilter(
+        field_name="assignee_id", help_text="User id of the assignee."
+    )
+    unassigned = django_filters.BooleanFilter(
+        field_name="assignee", lookup_expr="isnull", help_text="true: no assignee."
+    )
+    topic = django_filters.CharFilter(field_name="topic__slug", help_text="Topic slug.")
+    customer = django_filters.CharFilter(
+        field_name="customer__external_id", help_text="Customer external id."
+    )
+    breached = django_filters.BooleanFilter(field_name="is_breached")
+    is_open = django_filters.BooleanFilter()
+    opened_after = django_filters.IsoDateTimeFilter(
+        field_name="opened_at", lookup_expr="gte", help_text="ISO 8601, inclusive."
+    )
+    opened_before = django_filters.IsoDateTimeFilter(
+        field_name="opened_at", lookup_expr="lt", help_text="ISO 8601, exclusive."
+    )
+    search = django_filters.CharFilter(
+        method="filter_search",
+        help_text="Text in the case's comments, or the customer's exact external id.",
+    )
+
+    class Meta:
+        model = Case
+        fields: list[str] = []
+
+    def filter_search(self, queryset: QuerySet[Case], name: str, value: str):
+        value = value.strip()
+        if not value:
+            return queryset
+        commented = CaseEvent.objects.filter(
+            kind=CaseEvent.Kind.COMMENT, body__icontains=value
+        ).values("case_id")
+        return queryset.filter(
+            Q(pk__in=commented) | Q(customer__external_id__iexact=value)
+        )

@@ -1,0 +1,734 @@
+"""Write services for working a case: state transitions, assignment, priority,
+moves between teams, merges, comments and customer contacts.
+
+Every service locks the case row (SELECT ... FOR UPDATE) inside one
+transaction, checks the actor's rights, changes the case and appends
+CaseEvent rows that record who changed what, as ``changes={"field": [old,
+new]}``. Rights follow cases.permissions: a case outside the actor's teams
+raises DomainError 404, and a visible case the actor's role may not change
+raises 403.
+"""
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from oscm.errors import DomainError
+
+from .models import Case, CaseEvent, CaseFeedback, Priority, RootCause, Team, TeamMember
+from .permissions import user_is_admin, user_leads_team, user_team_ids
+
+logger = logging.getLogger(__name__)
+
+State = Case.State
+
+# Every state change a person may make with case_transition. Closing needs a
+# resolution first, so the root-cause requirement cannot be skipped; merging
+# closes a case through case_merge instead. Reopening goes to in_progress
+# when the case has an assignee and to new when it has none.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    State.NEW: (State.ASSIGNED, State.IN_PROGRESS, State.WAITING, State.RESOLVED),
+    State.ASSIGNED: (State.IN_PROGRESS, State.WAITING, State.RESOLVED),
+    State.IN_PROGRESS: (State.WAITING, State.RESOLVED),
+    State.WAITING: (State.IN_PROGRESS, State.RESOLVED),
+    State.RESOLVED: (State.CLOSED, State.IN_PROGRESS, State.NEW),
+    State.CLOSED: (State.IN_PROGRESS, State.NEW),
+}
+
+# States in which an agent works the case, so it needs an assignee.
+_STATES_WITH_ASSIGNEE = (State.ASSIGNED, State.IN_PROGRESS, State.WAITING)
+_CLOSED_STATES = (State.RESOLVED, State.CLOSED)
+# SLA fields that case_sla_pause and case_sla_resume may change in memory.
+_SLA_FIELDS = ["sla_paused_at", "first_response_due_at", "resolution_due_at"]
+
+
+# Rights
+
+
+def _require_visible(*, actor: AbstractBaseUser, case: Case) -> None:
+    """Raise 404 unless the actor may see the case, as cases_visible_to does."""
+    if user_is_admin(actor):
+        return
+    if case.team_id not in user_team_ids(actor):
+        raise DomainError(f"Case #{case.pk} not found.", status=404)
+
+
+def _require_lead(*, actor: AbstractBaseUser, case: Case, action: str) -> None:
+    _require_visible(actor=actor, case=case)
+    if not user_leads_team(actor, case.team_id):
+        raise DomainError(
+            f"Only a lead of team {case.team.name} or an admin may {action}.",
+            status=403,
+        )
+
+
+# Helpers
+
+
+def _lock(case: Case) -> Case:
+    return Case.objects.select_for_update().select_related("team").get(pk=case.pk)
+
+
+def _event(
+    *, case: Case, actor: AbstractBaseUser | None, kind: str, now: datetime, **fields
+) -> CaseEvent:
+    return CaseEvent.objects.create(
+        case=case, actor=actor, kind=kind, created_at=now, **fields
+    )
+
+
+def _set_state(*, case: Case, to_state: str, now: datetime) -> None:
+    """Move the case to ``to_state`` with its side effects, in memory.
+
+    Keeps ``is_open``, ``resolved_at`` and ``closed_at`` in line with the
+    state and pauses the SLA resolution clock while the case waits on the
+    customer.
+    """
+    from_state = case.state
+    if from_state == State.WAITING and to_state != State.WAITING:
+        from cases.escalation import case_sla_resume
+
+        case_sla_resume(case=case, now=now)
+    if to_state == State.WAITING and from_state != State.WAITING:
+        from cases.escalation import case_sla_pause
+
+        case_sla_pause(case=case, now=now)
+
+    case.state = to_state
+    case.is_open = to_state in Case.OPEN_STATES
+    if to_state == State.RESOLVED:
+        case.resolved_at = now
+    elif to_state == State.CLOSED:
+        case.closed_at = now
+        case.resolved_at = case.resolved_at or now
+    elif case.is_open and from_state in _CLOSED_STATES:
+        case.resolved_at = None
+        case.closed_at = None
+    case.updated_at = now
+
+
+def _save_reopened(*, case: Case, fields: list[str]) -> None:
+    """Save a case that becomes open again, which the dedup index may reject.
+
+    Another case of the same customer and topic may have opened while this
+    one was closed. The partial unique index allows one open case per key,
+    so the actor gets a 409 that names the other case.
+    """
+    other = (
+        Case.objects.filter(is_open=True, dedup_key=case.dedup_key)
+        .exclude(pk=case.pk)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if other is None:
+        try:
+            with transaction.atomic():
+                case.save(update_fields=fields)
+            return
+        except IntegrityError:
+            other = (
+                Case.objects.filter(is_open=True, dedup_key=case.dedup_key)
+                .values_list("pk", flat=True)
+                .first()
+            )
+    raise DomainError(
+        f"Case #{case.pk} cannot be reopened: case #{other} is already open for "
+        f"the same customer and topic. Merge case #{case.pk} into case #{other} "
+        "instead.",
+        details={"open_case": other},
+        status=409,
+    )
+
+
+def _record_first_response(*, case: Case, now: datetime) -> dict:
+    """Set ``first_response_at`` on the first customer contact, only once."""
+    if case.first_response_at is not None:
+        return {}
+    case.first_response_at = now
+    return {"first_response_at": [None, now.isoformat()]}
+
+
+# Transitions
+
+
+def case_allowed_states(*, case: Case) -> tuple[str, ...]:
+    """Return the states case_transition accepts from the case's state."""
+    if case.merged_into_id is not None:
+        return ()
+    return TRANSITIONS.get(case.state, ())
+
+
+def _check_transition(*, case: Case, to_state: str) -> None:
+    if to_state not in State.values:
+        raise DomainError(
+            f"'{to_state}' is not a case state: use one of {', '.join(State.values)}.",
+            details={"to_state": to_state},
+        )
+    if case.merged_into_id is not None:
+        raise DomainError(
+            f"Case #{case.pk} was merged into case #{case.merged_into_id} and "
+            "cannot change state; work on that case instead.",
+            status=409,
+        )
+    allowed = case_allowed_states(case=case)
+    if to_state not in allowed:
+        raise DomainError(
+            f"Case #{case.pk} is {case.state} and cannot move to {to_state}; "
+            f"allowed next states: {', '.join(allowed)}.",
+            details={"state": case.state, "allowed": list(allowed)},
+            status=409,
+        )
+    if to_state in _STATES_WITH_ASSIGNEE and case.assignee_id is None:
+        raise DomainError(
+            f"Case #{case.pk} has no assignee, so it cannot move to {to_state}: "
+            "assign it first.",
+            details={"to_state": to_state},
+            status=409,
+        )
+    if to_state == State.NEW and case.assignee_id is not None:
+        raise DomainError(
+            f"Case #{case.pk} has an assignee, so it reopens to in_progress, "
+            "not new.",
+            details={"to_state": to_state},
+            status=409,
+        )
+
+
+def _check_resolution(
+    *, root_cause: RootCause | None, resolution_note: str
+) -> None:
+    missing = []
+    if root_cause is None:
+        missing.append("root_cause")
+    if not resolution_note.strip():
+        missing.append("resolution_note")
+    if missing:
+        raise DomainError(
+            f"Resolving a case requires {' and '.join(missing)}: pick the root "
+            "cause and say what was done.",
+            details={"missing": missing},
+        )
+    if not root_cause.is_active:
+        raise DomainError(
+            f"Root cause '{root_cause.name}' is inactive: pick an active one.",
+            details={"root_cause": root_cause.pk},
+        )
+
+
+def case_transition(
+    *,
+    case: Case,
+    actor: AbstractBaseUser,
+    to_state: str,
+    root_cause: RootCause | None = None,
+    resolution_note: str = "",
+) -> Case:
+    """Move a case to another state along TRANSITIONS.
+
+    Resolving requires an active root cause and a resolution note. Entering
+    ``waiting`` pauses the SLA clock and leaving it resumes the clock.
+    Reopening raises 409 when another case with the same dedup key is open.
+    Returns the updated case.
+    """
+    with transaction.atomic():
+        case = _lock(case)
+        _require_visible(actor=actor, case=case)
+        _check_transition(case=case, to_state=to_state)
+        if to_state == State.RESOLVED:
+            _check_resolution(root_cause=root_cause, resolution_note=resolution_note)
+
+        now = timezone.now()
+        from_state = case.state
+        changes = {"state": [from_state, to_state]}
+        fields = ["state", "is_open", "resolved_at", "closed_at", "updated_at"]
+        if to_state == State.RESOLVED:
+            changes["root_cause"] = [case.root_cause_id, root_cause.pk]
+            changes["resolution_note"] = [case.resolution_note, resolution_note]
+            case.root_cause = root_cause
+            case.resolution_note = resolution_note
+            fields += ["root_cause", "resolution_note"]
+        _set_state(case=case, to_state=to_state, now=now)
+        fields += _SLA_FIELDS
+
+        if from_state in _CLOSED_STATES and case.is_open:
+            _save_reopened(case=case, fields=fields)
+        else:
+            case.save(update_fields=fields)
+        _event(
+            case=case,
+            actor=actor,
+            kind=CaseEvent.Kind.STATE_CHANGED,
+            now=now,
+            changes=changes,
+        )
+    logger.info(
+        "Case %s moved from %s to %s",
+        case.pk,
+        from_state,
+        to_state,
+        extra={"case_id": case.pk, "actor_id": actor.pk},
+    )
+    return case
+
+
+# Assignment, priority, team
+
+
+def _check_assignee(*, case: Case, assignee: AbstractBaseUser) -> None:
+    is_member = TeamMember.objects.filter(
+        team_id=case.team_id, user_id=assignee.pk
+    ).exists()
+    if not is_member or not assignee.is_active:
+        raise DomainError(
+            f"User {assignee.get_username()} is not an active agent or lead of "
+            f"team {case.team.name}: pick a member of that team.",
+            details={"assignee": assignee.pk},
+        )
+
+
+def case_assign_to(
+    *, case: Case, actor: AbstractBaseUser, assignee: AbstractBaseUser | None
+) -> Case:
+    """Assign the case to a member of its team, or unassign it with None.
+
+    Leads and admins assign anyone of the team. An agent may only take an
+    unassigned case for themselves. A new case becomes assigned, and an
+    unassigned case goes back to new (resuming the SLA clock if it waited).
+    """
+    with transaction.atomic():
+        case = _lock(case)
+        _require_visible(actor=actor, case=case)
+        is_self_take = (
+            assignee is not None
+            and assignee.pk == actor.pk
+            and case.assignee_id is None
+        )
+        if not is_self_take:
+            _require_lead(actor=actor, case=case, action="assign other people")
+        if not case.is_open:
+            raise DomainError(
+                f"Case #{case.pk} is {case.state}: reopen it before assigning it.",
+                status=409,
+            )
+        if assignee is not None:
+            _check_assignee(case=case, assignee=assignee)
+        new_assignee_id = assignee.pk if assignee is not None else None
+        if new_assignee_id == case.assignee_id:
+            return case
+
+        now = timezone.now()
+        changes = {"assignee": [case.assignee_id, new_assignee_id]}
+        from_state = case.state
+        case.assignee = assignee
+        if assignee is None:
+            case.assignment_reason = f"unassigned by {actor.get_username()}"
+            _set_state(case=case, to_state=State.NEW, now=now)
+        else:
+            case.assignment_reason = f"assigned by {actor.get_username()}"
+            if case.state == State.NEW:
+                _set_state(case=case, to_state=State.ASSIGNED, now=now)
+        case.updated_at = now
+        if case.state != from_state:
+            changes["state"] = [from_state, case.state]
+        case.save(
+            update_fields=[
+                "assignee",
+                "assignment_reason",
+                "state",
+                "updated_at",
+                *_SLA_FIELDS,
+            ]
+        )
+        _event(
+            case=case, actor=actor, kind=CaseEvent.Kind.ASSIGNED, now=now, changes=changes
+        )
+    return case
+
+
+def case_change_priority(
+    *, case: Case, actor: AbstractBaseUser, priority: int
+) -> Case:
+    """Change the priority of an open case; leads and admins only."""
+    # NOTE: SLA due times keep the policy chosen at opening; a priority
+    # change does not pick a new SLA policy.
+    if priority not in Priority.values:
+        raise DomainError(
+            f"'{priority}' is not a priority: use one of "
+            f"{', '.join(str(value) for value in Priority.values)} (1 = low, 4 = urgent).",
+            details={"priority": priority},
+        )
+    with transaction.atomic():
+        case = _lock(case)
+        _require_lead(actor=actor, case=case, action="change the priority")
+        if not case.is_open:
+            raise DomainError(
+                f"Case #{case.pk} is {case.state}: only open cases change priority.",
+                status=409,
+            )
+        if case.priority == priority:
+            return case
+
+        now = timezone.now()
+        changes = {"priority": [case.priority, priority]}
+        case.priority = priority
+        case.updated_at = now
+        case.save(update_fields=["priority", "updated_at"])
+        _event(
+            case=case,
+            actor=actor,
+            kind=CaseEvent.Kind.PRIORITY_CHANGED,
+            now=now,
+            changes=changes,
+        )
+    return case
+
+
+def case_move_team(
+    *, case: Case, actor: AbstractBaseUser, team: Team, reason: str
+) -> Case:
+    """Move an open case to another team and clear its assignee.
+
+    The actor must lead the case's current team (or be an admin); the target
+    may be any team, because misrouted cases leave the lead's teams. The case
+    goes back to new so the receiving team assigns it.
+    """
+    if not reason.strip():
+        raise DomainError(
+            "Moving a case requires a reason: say why the other team should take it.",
+            details={"missing": ["reason"]},
+        )
+    with transaction.atomic():
+        case = _lock(case)
+        _require_lead(actor=actor, case=case, action="move cases to another team")
+        if not case.is_open:
+            raise DomainError(
+                f"Case #{case.pk} is {case.state}: only open cases move between teams.",
+                status=409,
+            )
+        if team.pk == case.team_id:
+            raise DomainError(
+                f"Case #{case.pk} is already in team {team.name}.",
+                details={"team": team.pk},
+            )
+
+        now = timezone.now()
+        changes = {"team": [case.team_id, team.pk]}
+        if case.assignee_id is not None:
+            changes["assignee"] = [case.assignee_id, None]
+        if case.state != State.NEW:
+            changes["state"] = [case.state, State.NEW]
+        _set_state(case=case, to_state=State.NEW, now=now)
+        case.team = team
+        case.assignee = None
+        case.routing_rule = None
+        case.routing_reason = f"moved by {actor.get_username()}: {reason.strip()}"[:300]
+        case.assignment_reason = ""
+        case.save(
+            update_fields=[
+                "team",
+                "assignee",
+                "state",
+                "routing_rule",
+                "routing_reason",
+                "assignment_reason",
+                "updated_at",
+                *_SLA_FIELDS,
+            ]
+        )
+        _event(
+            case=case,
+            actor=actor,
+            kind=CaseEvent.Kind.TEAM_CHANGED,
+            now=now,
+            changes=changes,
+            body=reason.strip(),
+        )
+    return case
+
+
+def case_merge(*, case: Case, actor: AbstractBaseUser, into: Case) -> Case:
+    """Merge a case into another open case of the same customer.
+
+    Moves the source's feedback to the target (feedback already on the
+    target stays once), closes the source with ``merged_into`` set, and
+    records a merged event on both. The actor must lead both teams or be an
+    admin. Returns the closed source case.
+    """
+    if case.pk == into.pk:
+        raise DomainError(f"Case #{case.pk} cannot be merged into itself.")
+    with transaction.atomic():
+        # Lock both rows in id order so two opposite merges cannot deadlock.
+        locked = {
+            row.pk: row
+            for row in Case.objects.select_for_update()
+            .select_related("team")
+            .filter(pk__in=[case.pk, into.pk])
+            .order_by("pk")
+        }
+        source, target = locked[case.pk], locked[into.pk]
+        _require_visible(actor=actor, case=source)
+        _require_visible(actor=actor, case=target)
+        _require_lead(actor=actor, case=source, action="merge cases")
+        _require_lead(actor=actor, case=target, action="merge cases")
+        _check_merge(source=source, target=target)
+
+        now = timezone.now()
+        target_feedback = CaseFeedback.objects.filter(case=target).values("feedback_id")
+        CaseFeedback.objects.filter(case=source).exclude(
+            feedback_id__in=target_feedback
+        ).update(case=target)
+        CaseFeedback.objects.filter(case=source).delete()
+
+        from_state = source.state
+        _set_state(case=source, to_state=State.CLOSED, now=now)
+        source.merged_into = target
+        source.save(
+            update_fields=[
+                "merged_into",
+                "state",
+                "is_open",
+                "resolved_at",
+                "closed_at",
+                "updated_at",
+                *_SLA_FIELDS,
+            ]
+        )
+        target.updated_at = now
+        target.save(update_fields=["updated_at"])
+        CaseEvent.objects.bulk_create(
+            [
+                CaseEvent(
+                    case=source,
+                    actor=actor,
+                    kind=CaseEvent.Kind.MERGED,
+                    created_at=now,
+                    changes={
+                        "merged_into": [None, target.pk],
+                        "state": [from_state, State.CLOSED],
+                    },
+                ),
+                CaseEvent(
+                    case=target,
+                    actor=actor,
+                    kind=CaseEvent.Kind.MERGED,
+                    created_at=now,
+                    changes={"merged_cases": [[], [source.pk]]},
+                    body=f"Case #{source.pk} was merged into this case.",
+                ),
+            ]
+        )
+    return source
+
+
+def _check_merge(*, source: Case, target: Case) -> None:
+    if source.customer_id is None or source.customer_id != target.customer_id:
+        raise DomainError(
+            f"Cases #{source.pk} and #{target.pk} belong to different customers; "
+            "only cases of the same customer can be merged.",
+            details={"into": target.pk},
+        )
+    if not source.is_open:
+        raise DomainError(
+            f"Case #{source.pk} is {source.state}: only open cases can be merged.",
+            status=409,
+        )
+    if not target.is_open:
+        raise DomainError(
+            f"Case #{target.pk} is {target.state}: merge into an open case.",
+            details={"into": target.pk},
+            status=409,
+        )
+
+
+# Comments and customer contact
+
+
+def case_comment(
+    *, case: Case, actor: AbstractBaseUser, body: str, visibility: str
+) -> CaseEvent:
+    """Add an internal note or a reply to the customer to the timeline.
+
+    The first reply to the customer sets ``first_response_at``.
+    """
+    if not body.strip():
+        raise DomainError("The comment is empty: write a body.", details={"missing": ["body"]})
+    if visibility not in CaseEvent.Visibility.values:
+        raise DomainError(
+            f"'{visibility}' is not a comment visibility: use one of "
+            f"{', '.join(CaseEvent.Visibility.values)}.",
+            details={"visibility": visibility},
+        )
+    with transaction.atomic():
+        case = _lock(case)
+        _require_visible(actor=actor, case=case)
+        now = timezone.now()
+        changes = {}
+        if visibility == CaseEvent.Visibility.CUSTOMER:
+            changes = _record_first_response(case=case, now=now)
+        case.updated_at = now
+        case.save(update_fields=["first_response_at", "updated_at"])
+        return _event(
+            case=case,
+            actor=actor,
+            kind=CaseEvent.Kind.COMMENT,
+            now=now,
+            body=body,
+            visibility=visibility,
+            changes=changes,
+        )
+
+
+def case_contact(
+    *, case: Case, actor: AbstractBaseUser, channel: str, outcome: str, body: str = ""
+) -> CaseEvent:
+    """Record an attempt to reach the customer; the first one sets
+    ``first_response_at``, whatever its outcome."""
+    _check_choice(name="channel", value=channel, choices=CaseEvent.Channel.values)
+    _check_choice(name="outcome", value=outcome, choices=CaseEvent.Outcome.values)
+    with transaction.atomic():
+        case = _lock(case)
+        _require_visible(actor=actor, case=case)
+        now = timezone.now()
+        changes = _record_first_response(case=case, now=now)
+        case.updated_at = now
+        case.save(update_fields=["first_response_at", "updated_at"])
+        return _event(
+            case=case,
+            actor=actor,
+            kind=CaseEvent.Kind.CONTACT,
+            now=now,
+            channel=channel,
+            outcome=outcome,
+            body=body,
+            changes=changes,
+        )
+
+
+def _check_choice(*, name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise DomainError(
+            f"'{value}' is not a valid {name}: use one of {', '.join(choices)}.",
+            details={name: value},
+        )
+
+
+def case_customer_replied(
+    *, case: Case, actor: AbstractBaseUser, body: str, channel: str = ""
+) -> CaseEvent:
+    """Record the customer's answer, entered by an agent.
+
+    A case waiting on the customer resumes to in_progress, and its SLA clock
+    runs again. The answer is stored as a contact event with outcome
+    ``reached``.
+    """
+    # NOTE: CaseEvent has no kind for an inbound customer message, so the
+    # answer is a contact event; a dedicated kind needs a model change.
+    if not body.strip():
+        raise DomainError(
+            "The customer's reply is empty: write what the customer said.",
+            details={"missing": ["body"]},
+        )
+    if channel:
+        _check_choice(name="channel", value=channel, choices=CaseEvent.Channel.values)
+    with transaction.atomic():
+        case = _lock(case)
+        _require_visible(actor=actor, case=case)
+        now = timezone.now()
+        changes = {}
+        if case.state == State.WAITING:
+            changes["state"] = [State.WAITING, State.IN_PROGRESS]
+            _set_state(case=case, to_state=State.IN_PROGRESS, now=now)
+        case.updated_at = now
+        case.save(update_fields=["state", "updated_at", *_SLA_FIELDS])
+        return _event(
+            case=case,
+            actor=actor,
+            kind=CaseEvent.Kind.CONTACT,
+            now=now,
+            channel=channel,
+            outcome=CaseEvent.Outcome.REACHED,
+            body=body,
+            changes=changes,
+        )
+
+
+# Automatic evaluation
+
+
+def case_events_record_opening(
+    *,
+    opened: Sequence[Case],
+    attached: Sequence[tuple[int, int]],
+    now: datetime,
+) -> None:
+    """Record opened and feedback_attached events for one evaluation batch.
+
+    ``attached`` holds (case id, feedback id) pairs. Cases waiting on the
+    customer that got new feedback resume to in_progress. Costs a fixed
+    number of queries whatever the batch size, and must run inside the
+    caller's transaction because it locks the cases it resumes.
+    """
+    events = [
+        CaseEvent(
+            case_id=case.pk,
+            kind=CaseEvent.Kind.OPENED,
+            created_at=now,
+            changes={
+                "state": [None, case.state],
+                "team": [None, case.team_id],
+                "assignee": [None, case.assignee_id],
+                "priority": [None, case.priority],
+            },
+            body=case.rule_reason,
+        )
+        for case in opened
+    ]
+    events.extend(
+        CaseEvent(
+            case_id=case_id,
+            kind=CaseEvent.Kind.FEEDBACK_ATTACHED,
+            created_at=now,
+            changes={"feedback": [None, feedback_id]},
+        )
+        for case_id, feedback_id in attached
+    )
+    events.extend(
+        _cases_resume_waiting(case_ids={case_id for case_id, _ in attached}, now=now)
+    )
+    CaseEvent.objects.bulk_create(events)
+
+
+def _cases_resume_waiting(*, case_ids: set[int], now: datetime) -> list[CaseEvent]:
+    """Move the waiting cases among ``case_ids`` to in_progress, in bulk,
+    and return their unsaved state_changed events."""
+    if not case_ids:
+        return []
+    waiting = list(
+        Case.objects.select_for_update()
+        .filter(pk__in=case_ids, state=State.WAITING)
+        .order_by("pk")
+    )
+    if not waiting:
+        return []
+    for case in waiting:
+        _set_state(case=case, to_state=State.IN_PROGRESS, now=now)
+    Case.objects.bulk_update(waiting, ["state", "updated_at", *_SLA_FIELDS])
+    logger.info(
+        "New feedback resumed %d cases waiting on the customer",
+        len(waiting),
+        extra={"case_ids": [case.pk for case in waiting]},
+    )
+    return [
+        CaseEvent(
+            case_id=case.pk,
+            kind=CaseEvent.Kind.STATE_CHANGED,
+            created_at=now,
+            changes={"state": [State.WAITING, State.IN_PROGRESS]},
+            body="The customer sent new feedback.",
+        )
+        for case in waiting
+    ]
