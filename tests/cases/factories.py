@@ -2,7 +2,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from cases.models import Case, CaseFeedback, RootCause, Team, TeamMember
+from cases.models import Team, TeamMember
 from feedback.models import Customer, Feedback
 
 
@@ -57,33 +57,31 @@ class TeamMemberFactory(factory.django.DjangoModelFactory):
     role = TeamMember.Role.AGENT
 
 
-class RootCauseFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = RootCause
-        django_get_or_create = ["name"]
-
-    name = factory.Sequence(lambda n: f"Root cause {n}")
+class StaffUserFactory(UserFactory):
+    username = factory.Sequence(lambda n: f"staff{n}")
+    is_staff = True
 
 
-class CaseFactory(factory.django.DjangoModelFactory):
-    """An open, unassigned case of the customer of its trigger feedback.
+def make_personas(*, team_a: Team, team_b: Team) -> dict:
+    """Create the users of the admin permission tests, by persona name.
 
-    The dedup key defaults to the feedback's own key, so cases never clash;
-    pass ``dedup_key`` to put two cases on the same customer and topic.
+    Agents and leads have staff status so they reach the admin, and
+    ``non_staff`` is an agent of team A without it. ``anonymous`` is None.
     """
-
-    class Meta:
-        model = Case
-        skip_postgeneration_save = True
-
-    trigger_feedback = factory.SubFactory(FeedbackFactory, score=2)
-    customer = factory.LazyAttribute(lambda case: case.trigger_feedback.customer)
-    team = factory.SubFactory(TeamFactory)
-    dedup_key = factory.LazyAttribute(lambda case: f"f{case.trigger_feedback.pk}")
-    rule_reason = "NPS score 2 is within 0-3 (rule 'NPS detractor 0-3')"
-    routing_reason = "test case"
-
-    @factory.post_generation
-    def link_trigger(case, create, extracted, **kwargs):
-        if create:
-            CaseFeedback.objects.create(case=case, feedback=case.trigger_feedback)
+    superuser = StaffUserFactory(username="root", is_superuser=True)
+    staff_admin = StaffUserFactory(username="staff_admin")
+    lead_a = TeamMemberFactory(
+        team=team_a, user=StaffUserFactory(username="lead_a"), role=TeamMember.Role.LEAD
+    ).user
+    agent_a = TeamMemberFactory(team=team_a, user=StaffUserFactory(username="agent_a")).user
+    agent_b = TeamMemberFactory(team=team_b, user=StaffUserFactory(username="agent_b")).user
+    member = TeamMemberFactory(team=team_a, user=UserFactory(username="member_a")).user
+    return {
+        "superuser": superuser,
+        "staff_admin": staff_admin,
+        "lead_a": lead_a,
+        "agent_a": agent_a,
+        "agent_b": agent_b,
+        "non_staff": member,
+        "anonymous": None,
+    }
