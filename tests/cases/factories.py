@@ -2,7 +2,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from cases.models import Team, TeamMember
+from cases.models import Case, CaseFeedback, RootCause, Team, TeamMember
 from feedback.models import Customer, Feedback
 
 
@@ -55,6 +55,38 @@ class TeamMemberFactory(factory.django.DjangoModelFactory):
     team = factory.SubFactory(TeamFactory)
     user = factory.SubFactory(UserFactory)
     role = TeamMember.Role.AGENT
+
+
+class RootCauseFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = RootCause
+        django_get_or_create = ["name"]
+
+    name = factory.Sequence(lambda n: f"Root cause {n}")
+
+
+class CaseFactory(factory.django.DjangoModelFactory):
+    """An open, unassigned case of the customer of its trigger feedback.
+
+    The dedup key defaults to the feedback's own key, so cases never clash;
+    pass ``dedup_key`` to put two cases on the same customer and topic.
+    """
+
+    class Meta:
+        model = Case
+        skip_postgeneration_save = True
+
+    trigger_feedback = factory.SubFactory(FeedbackFactory, score=2)
+    customer = factory.LazyAttribute(lambda case: case.trigger_feedback.customer)
+    team = factory.SubFactory(TeamFactory)
+    dedup_key = factory.LazyAttribute(lambda case: f"f{case.trigger_feedback.pk}")
+    rule_reason = "NPS score 2 is within 0-3 (rule 'NPS detractor 0-3')"
+    routing_reason = "test case"
+
+    @factory.post_generation
+    def link_trigger(case, create, extracted, **kwargs):
+        if create:
+            CaseFeedback.objects.create(case=case, feedback=case.trigger_feedback)
 
 
 class StaffUserFactory(UserFactory):
