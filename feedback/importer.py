@@ -45,6 +45,7 @@ class ImportOptions:
     date_format: str = ""
     language: str = ""
     batch_size: int = 0
+    id_prefix: str = ""
 
 
 @dataclass
@@ -133,6 +134,8 @@ def import_file(
                 continue
             if "external_id" not in item or not item.get("external_id"):
                 feedback.external_id = keys.key_for(raw)
+            if options.id_prefix:
+                feedback.external_id = options.id_prefix + feedback.external_id
             batch.append(feedback)
             if len(batch) >= batch_size:
                 _store(batch, summary, analyzer)
@@ -173,7 +176,9 @@ def _csv_rows(handle, options: ImportOptions) -> Iterator:
         raise ImportFileError(
             f"--delimiter {options.delimiter!r} must be one character (or 'tab')."
         )
-    reader = csv.reader(handle, delimiter=delimiter)
+    # strict: a quote left open rejects its row instead of silently joining
+    # every following line into one field.
+    reader = csv.reader(handle, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -206,6 +211,9 @@ def _csv_rows(handle, options: ImportOptions) -> Iterator:
         if _has_undecodable(values):
             yield number, raw, "row contains bytes that are not UTF-8; save the file as UTF-8"
             continue
+        if any("\x00" in value for value in values):
+            yield number, raw, "row contains a NUL character (\\x00); remove it"
+            continue
         yield number, raw, None
 
 
@@ -218,6 +226,9 @@ def _jsonl_rows(handle) -> Iterator:
         number += 1
         if _has_undecodable([line]):
             yield number, {"line": line}, "line contains bytes that are not UTF-8"
+            continue
+        if "\x00" in line or "\\u0000" in line:
+            yield number, {"line": line}, "line contains a NUL character; remove it"
             continue
         try:
             value = json.loads(line)
@@ -247,6 +258,7 @@ def _resolve_mapping(header: list[str], mapping: dict[str, str]) -> dict[str, li
     the file has one (case-insensitive).
     """
     by_lower = {name.lower(): name for name in header}
+    repeated = {name for name in header if header.count(name) > 1}
     columns: dict[str, list[str]] = {}
     for name in MAPPABLE_FIELDS:
         spec = mapping.get(name)
@@ -262,6 +274,13 @@ def _resolve_mapping(header: list[str], mapping: dict[str, str]) -> dict[str, li
                     f"its columns are: {', '.join(header)}."
                 )
         columns[name] = parts
+    for name, parts in columns.items():
+        for part in parts:
+            if part in repeated:
+                raise ImportFileError(
+                    f"column {part!r} (read for {name}) appears more than once in the "
+                    "header, so its value is ambiguous; rename one of them."
+                )
     return columns
 
 
@@ -323,6 +342,9 @@ class _RejectWriter:
             self._writer = csv.writer(self._handle)
             self._columns = self.header or ["line"]
             self._writer.writerow(["row", "reason", *self._columns])
+        if self.header is None and "line" not in raw:
+            # A JSON Lines object that parsed but failed validation.
+            raw = {"line": json.dumps(raw, ensure_ascii=False)}
         self._writer.writerow([number, reason, *(raw.get(column, "") for column in self._columns)])
         self.count += 1
 

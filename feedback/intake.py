@@ -51,8 +51,10 @@ MAX_LENGTHS = {
 }
 # Occurrence times further ahead than this are rejected as clock errors.
 FUTURE_TOLERANCE = timedelta(days=1)
-_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
-_WHOLE_NUMBER_RE = re.compile(r"^[+-]?\d+(\.0*)?$")
+LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
+_WHOLE_NUMBER_RE = re.compile(r"^[+-]?[0-9]+(\.0*)?$")
+# Free-form data a caller may send along; it is kept in ``raw`` only.
+EXTRA_KEY = "metadata"
 
 
 class InvalidItem(ValueError):
@@ -155,8 +157,9 @@ def parse_occurred_at(value: Any, *, date_format: str = "", now: datetime) -> da
         except ValueError:
             raise InvalidItem(
                 "occurred_at",
-                f"occurred_at {value!r} is not an ISO 8601 date or time; "
-                "give a date format, for example --date-format '%d/%m/%Y %H:%M'.",
+                f"occurred_at {value!r} is not an ISO 8601 date or time such as "
+                "2026-11-02T10:00:00+00:00; for other formats the import command "
+                "takes --date-format, for example '%d/%m/%Y %H:%M'.",
             ) from None
     if timezone.is_naive(parsed):
         parsed = parsed.replace(tzinfo=UTC)
@@ -178,6 +181,22 @@ def content_key(item: dict) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+def _check_keys_and_nul(item: dict) -> None:
+    unknown = [key for key in item if key not in FIELDS and key != EXTRA_KEY]
+    if unknown:
+        raise InvalidItem(
+            unknown[0],
+            f"{unknown[0]!r} is not a feedback field; use one of {', '.join(FIELDS)}, "
+            f"and put any other data under {EXTRA_KEY!r}.",
+        )
+    for key, value in item.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidItem(key, f"{key} contains a NUL character (\\x00); remove it.")
+    extra = item.get(EXTRA_KEY)
+    if extra is not None and "\\u0000" in json.dumps(extra):
+        raise InvalidItem(EXTRA_KEY, f"{EXTRA_KEY} contains a NUL character (\\u0000); remove it.")
+
+
 def validate_item(
     item: dict,
     *,
@@ -193,11 +212,14 @@ def validate_item(
     """
     if not isinstance(item, dict):
         raise InvalidItem("item", f"item {item!r} is not an object with feedback fields.")
+    _check_keys_and_nul(item)
     now = now or timezone.now()
     values = dict(defaults or {})
     values.update({key: value for key, value in item.items() if value not in (None, "")})
 
     kind = _text(values, "kind").lower()
+    if not kind:
+        raise InvalidItem("kind", f"kind is missing; use one of {', '.join(sorted(KINDS))}.")
     if kind not in KINDS:
         raise InvalidItem(
             "kind",
@@ -221,7 +243,7 @@ def validate_item(
         )
 
     language = _text(values, "language").lower()
-    if language and not _LANGUAGE_RE.match(language):
+    if language and not LANGUAGE_CODE_RE.match(language):
         raise InvalidItem(
             "language", f"language {language!r} is not a language code such as en, id or pt."
         )
@@ -233,6 +255,11 @@ def validate_item(
             raise InvalidItem("email", f"email {email!r} is not a valid address.") from None
 
     external_id = _text(values, "external_id") or content_key(item)
+    customer = _text(values, "customer")
+    if not customer and email:
+        # Without a customer id the email address identifies the customer,
+        # so two complaints from one address share a case.
+        customer = email
     return FeedbackInput(
         external_id=external_id,
         kind=kind,
@@ -245,7 +272,7 @@ def validate_item(
         occurred_at=parse_occurred_at(
             values.get("occurred_at"), date_format=date_format, now=now
         ),
-        customer=_text(values, "customer"),
+        customer=customer,
         email=email,
         name=_text(values, "name"),
         segment=_text(values, "segment"),

@@ -74,9 +74,16 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the scheduler process and the web server share the file.
+    # IMMEDIATE transactions take the write lock at BEGIN, so a concurrent
+    # writer waits up to ``timeout`` seconds instead of failing with
+    # "database is locked" when a read-then-write transaction upgrades.
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update(
-        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;"}
+        {
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL;",
+            "transaction_mode": "IMMEDIATE",
+        }
     )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -104,15 +111,25 @@ if DEBUG:
     STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"
 
 REST_FRAMEWORK = {
+    # Token first: an anonymous request then gets 401 with WWW-Authenticate.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "oscm.api.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "oscm.api.exception_handler",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+# Largest JSON body the API parses: 1,000 items of 10,000-character comments
+# fit with room to spare.
+OSCM_API_MAX_BODY_BYTES = env_int("OSCM_API_MAX_BODY_BYTES", 25 * 1024 * 1024)
 
 # OpenAPI schema at /api/schema/ and Swagger UI at /api/docs/; the UI assets
 # come from drf-spectacular-sidecar, so the docs work without internet access.
@@ -215,5 +232,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "celery": {"level": "INFO"},
+        # Task success lines repeat every argument, such as long id lists.
+        "celery.app.trace": {"level": "WARNING"},
     },
 }

@@ -119,3 +119,50 @@ def test_session_post_requires_csrf(user):
     api = APIClient(enforce_csrf_checks=True)
     api.login(username="integration", password="pw-123456789")
     assert api.post(URL, detractor(), format="json").status_code == 403
+
+
+def test_post_unknown_field_rejected(client):
+    response = client.post(URL, detractor(coment="typo"), format="json")
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "coment"
+    assert "'coment' is not a feedback field" in response.json()["errors"][0]["message"]
+
+
+def test_post_metadata_kept_in_raw(client):
+    client.post(URL, detractor(metadata={"order": "A-17"}), format="json")
+    assert Feedback.objects.get().raw["metadata"] == {"order": "A-17"}
+
+
+def test_post_nul_item_rejected_valid_kept(client):
+    items = [detractor(external_id="ok"), detractor(external_id="nul", comment="a\x00b")]
+    response = client.post(URL, items, format="json")
+    assert response.status_code == 400
+    assert "NUL character" in response.json()["errors"][0]["message"]
+    assert Feedback.objects.filter(external_id="ok").exists()
+
+
+def test_post_deeply_nested_json_is_400(client):
+    body = "[" * 100_000 + "]" * 100_000
+    response = client.post(URL, body, content_type="application/json")
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]
+
+
+def test_post_oversized_body_is_413(client, settings):
+    settings.OSCM_API_MAX_BODY_BYTES = 1000
+    response = client.post(URL, detractor(comment="x" * 2000), format="json")
+    assert response.status_code == 413
+    assert "the limit is 1000 bytes" in response.json()["detail"]
+
+
+def test_post_email_without_customer_groups_cases(client):
+    for external_id in ("e1", "e2"):
+        item = detractor(external_id=external_id, email="same@example.com")
+        del item["customer"]
+        client.post(URL, item, format="json")
+    assert Case.objects.count() == 1
+    assert Case.objects.get().feedback.count() == 2
+
+
+def test_post_anonymous_gets_401():
+    assert APIClient().post(URL, detractor(), format="json").status_code == 401

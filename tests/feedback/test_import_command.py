@@ -203,3 +203,50 @@ def test_import_removes_stale_rejected_report(tmp_path):
     path.write_text("external_id,score\ns1,9\n")
     run_import(path, "--source", "survey", "--kind", "nps")
     assert not report.exists()
+
+
+def test_import_unterminated_quote_rejected(tmp_path):
+    path = write(tmp_path, 'external_id,score,comment\nq0,3,fine\nq1,1,"never closed\nq2,2,next\n')
+    assert run_import(path, "--source", "survey", "--kind", "csat") == (
+        "imported 1, duplicates 0, rejected 1"
+    )
+    assert "cannot be read as CSV" in rejected_rows(path)[0]["reason"]
+
+
+def test_import_nul_byte_rejects_only_that_row(tmp_path):
+    path = write(tmp_path, "external_id,score,comment\nn1,3,bad\x00text\nn2,4,fine\n")
+    assert run_import(path, "--source", "survey", "--kind", "csat") == (
+        "imported 1, duplicates 0, rejected 1"
+    )
+    assert "NUL character" in rejected_rows(path)[0]["reason"]
+    assert Feedback.objects.filter(external_id="n2").exists()
+
+
+def test_import_id_prefix_keeps_files_apart(tmp_path):
+    first = write(tmp_path, "external_id,score\n0,1\n1,5\n", name="a.csv")
+    second = write(tmp_path, "external_id,score\n0,2\n1,4\n", name="b.csv")
+    run_import(first, "--source", "review", "--kind", "rating", "--id-prefix", "a:")
+    summary = run_import(second, "--source", "review", "--kind", "rating", "--id-prefix", "b:")
+    assert summary == "imported 2, duplicates 0, rejected 0"
+    assert set(Feedback.objects.values_list("external_id", flat=True)) == {"a:0", "a:1", "b:0", "b:1"}
+
+
+def test_import_repeated_used_column_fails(tmp_path):
+    path = write(tmp_path, "external_id,score,score\nd1,3,4\n")
+    with pytest.raises(CommandError, match="column 'score' \\(read for score\\) appears more than once"):
+        run_import(path, "--source", "survey", "--kind", "csat")
+
+
+def test_import_bad_language_and_batch_size(tmp_path):
+    path = write(tmp_path, "external_id,score\nl1,3\n")
+    with pytest.raises(CommandError, match="--language 'klingon' is not a language code"):
+        run_import(path, "--source", "survey", "--kind", "csat", "--language", "klingon")
+    with pytest.raises(CommandError, match="--batch-size -1 must be 0 or more"):
+        run_import(path, "--source", "survey", "--kind", "csat", "--batch-size", "-1")
+
+
+def test_import_jsonl_invalid_object_kept_in_report(tmp_path):
+    path = write(tmp_path, json.dumps({"external_id": "v1", "score": 42}) + "\n", name="x.jsonl")
+    run_import(path, "--source", "survey", "--kind", "nps")
+    row = rejected_rows(path)[0]
+    assert json.loads(row["line"]) == {"external_id": "v1", "score": 42}

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from feedback.importer import ImportFileError, ImportOptions, import_file, parse_mapping
-from feedback.intake import FIELDS, KINDS, SOURCES
+from feedback.intake import FIELDS, KINDS, LANGUAGE_CODE_RE, SOURCES
 
 
 class Command(BaseCommand):
@@ -41,11 +41,26 @@ class Command(BaseCommand):
             "--language", default="",
             help="Language code of every row (en, id, pt, ...); detected per row by default.",
         )
-        parser.add_argument("--batch-size", type=int, default=0, help="Rows stored per transaction.")
+        parser.add_argument(
+            "--id-prefix", default="",
+            help="Text put before every external id, to keep apart files of one source "
+            "whose ids overlap (for example row numbers): --id-prefix shopee-2025:",
+        )
+        parser.add_argument(
+            "--batch-size", type=int, default=0,
+            help="Rows stored per transaction; 0 uses OSCM_BATCH_SIZE (default 2000).",
+        )
         parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
     def handle(self, *args, **options):
         path: Path = options["file"]
+        if options["batch_size"] < 0:
+            raise CommandError(f"--batch-size {options['batch_size']} must be 0 or more.")
+        language = options["language"].lower()
+        if language and not LANGUAGE_CODE_RE.match(language):
+            raise CommandError(
+                f"--language {options['language']!r} is not a language code such as en, id or pt."
+            )
         try:
             import_options = ImportOptions(
                 source=options["source"],
@@ -54,8 +69,9 @@ class Command(BaseCommand):
                 mapping=parse_mapping(options["map"]),
                 delimiter=options["delimiter"],
                 date_format=options["date_format"],
-                language=options["language"].lower(),
+                language=language,
                 batch_size=options["batch_size"],
+                id_prefix=options["id_prefix"],
             )
             with tqdm(
                 total=path.stat().st_size if path.exists() else 0,
