@@ -21,6 +21,7 @@ from oscm.errors import DomainError
 
 from .models import Case, CaseEvent, CaseFeedback, Priority, RootCause, Team, TeamMember
 from .permissions import user_is_admin, user_leads_team, user_team_ids
+from .webhooks import case_webhook_emit
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +266,8 @@ def case_transition(
             now=now,
             changes=changes,
         )
+        if to_state == State.RESOLVED:
+            case_webhook_emit(event="case.resolved", case=case, version=now)
     logger.info(
         "Case %s moved from %s to %s",
         case.pk,

@@ -191,6 +191,27 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 55},
     },
 }
+# Remediation actions: measurements falling due, overdue reminders and the
+# leads' digest (07:00 and 07:30 UTC).
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "action-measure-due": {
+            "task": "actions.tasks.action_measure_due_task",
+            "schedule": 600,
+            "options": {"expires": 540},
+        },
+        "action-overdue-remind": {
+            "task": "actions.tasks.action_overdue_remind_task",
+            "schedule": crontab(hour=7, minute=0),
+            "options": {"expires": 3600},
+        },
+        "action-lead-digest": {
+            "task": "actions.tasks.lead_digest_task",
+            "schedule": crontab(hour=7, minute=30),
+            "options": {"expires": 3600},
+        },
+    }
+)
 
 # How many rows one intake batch analyses, stores and evaluates together.
 OSCM_BATCH_SIZE = env_int("OSCM_BATCH_SIZE", 2000)
