@@ -38,3 +38,52 @@ def feedback_evaluate_task(feedback_ids: list[int]) -> None:
 def feedback_sweep_task() -> None:
     """Evaluate feedback stored but never evaluated after the grace period."""
     feedback_sweep()
+
+
+# Outbox delivery and follow-up surveys. The modules are imported inside the
+# tasks because cases.outbox imports this module to queue delivery.
+
+
+@shared_task(
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+    acks_late=True,
+)
+def outbox_deliver_task(message_id: int) -> None:
+    """Deliver one outbox message; a message sent or claimed elsewhere is left alone."""
+    from .outbox import outbox_deliver
+
+    outbox_deliver(message_id=message_id)
+
+
+@shared_task(
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=3,
+    acks_late=True,
+)
+def outbox_sweep_task() -> None:
+    """Deliver due outbox messages: retries, and messages whose task was lost."""
+    from .outbox import outbox_sweep
+
+    outbox_sweep()
+
+
+@shared_task(
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=3,
+    acks_late=True,
+)
+def follow_up_dispatch_task() -> None:
+    """Send the follow-up surveys that are due, as the contact policy allows."""
+    from .followups import follow_up_dispatch
+
+    follow_up_dispatch()

@@ -267,7 +267,10 @@ def case_transition(
             changes=changes,
         )
         if to_state == State.RESOLVED:
+            from .followups import case_follow_up_schedule
+
             case_webhook_emit(event="case.resolved", case=case, version=now)
+            case_follow_up_schedule(case=case, now=now)
     logger.info(
         "Case %s moved from %s to %s",
         case.pk,

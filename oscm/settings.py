@@ -190,6 +190,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("OSCM_SWEEP_SECONDS", 60),
         "options": {"expires": 55},
     },
+    "outbox-sweep": {
+        "task": "cases.tasks.outbox_sweep_task",
+        "schedule": 30,
+        "options": {"expires": 25},
+    },
+    "follow-up-dispatch": {
+        "task": "cases.tasks.follow_up_dispatch_task",
+        "schedule": 60,
+        "options": {"expires": 55},
+    },
 }
 # Remediation actions: measurements falling due, overdue reminders and the
 # leads' digest (07:00 and 07:30 UTC).
@@ -217,6 +227,8 @@ CELERY_BEAT_SCHEDULE.update(
 OSCM_BATCH_SIZE = env_int("OSCM_BATCH_SIZE", 2000)
 # Feedback older than this and still not evaluated is picked up by the sweep.
 OSCM_SWEEP_GRACE_SECONDS = env_int("OSCM_SWEEP_GRACE_SECONDS", 30)
+# Scheme, host and port that survey and unsubscribe links in emails start with.
+OSCM_BASE_URL = env_str("OSCM_BASE_URL", "http://127.0.0.1:8000")
 
 # Cache for login rate limits: Redis when CACHE_URL is set, or the Celery
 # broker's Redis, so every web process counts the same attempts; per-process

@@ -53,6 +53,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("feedback.urls")),
     path("api/v1/", include("cases.urls")),
+    path("s/", include("cases.survey_urls")),
     path("api/v1/", include("actions.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(

@@ -1,0 +1,865 @@
+"""Follow-up surveys of resolved cases: scheduling, contact rules, sending,
+answers and the recovery they measure.
+
+A follow-up is a row due some days after resolution. The beat task
+``follow_up_dispatch_task`` applies the contact policy to due rows. When the
+customer may be contacted, it stores a token hash and queues the email in
+the outbox in the same transaction. The answer becomes ordinary survey
+feedback attached to the case, and sets the case's recovery fields.
+"""
+
+import hashlib
+import logging
+import secrets
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import date, datetime, time, timedelta
+
+from django.conf import settings
+from django.core import signing
+from django.db import DatabaseError, IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from feedback.intake import validate_item
+from feedback.models import Customer, Feedback
+from feedback.services import feedback_ingest
+from oscm.errors import DomainError
+
+from .models import Case, CaseEvent, CaseFeedback, ContactPolicy, FollowUp, Team
+from .outbox import LOG_CONTEXT_KEY, REDACT_KEY, outbox_enqueue
+from .seeds import DEFAULT_CASE_RULES, DEFAULT_CONTACT_POLICY
+
+logger = logging.getLogger(__name__)
+
+SCORED_KINDS = (
+    Feedback.Kind.NPS,
+    Feedback.Kind.CSAT,
+    Feedback.Kind.CES,
+    Feedback.Kind.RATING,
+)
+
+
+def _unhappy_bands() -> dict[str, tuple[int, int]]:
+    """Return, per kind, the score range that DEFAULT_CASE_RULES open cases for.
+
+    NPS 0-6 (detractors), CSAT and rating 1-2, CES 1-3. A follow-up answer
+    outside its band counts as recovered, so recovery and case opening share
+    one definition of unhappy.
+    """
+    bands: dict[str, tuple[int, int]] = {}
+    for _, _, kind, low, high, _, _ in DEFAULT_CASE_RULES:
+        if low is None or high is None:
+            continue
+        current = bands.get(kind, (low, high))
+        bands[kind] = (min(current[0], low), max(current[1], high))
+    return bands
+
+
+UNHAPPY_BANDS: dict[str, tuple[int, int]] = _unhappy_bands()
+
+
+def score_is_unhappy(*, kind: str, score: int) -> bool:
+    band = UNHAPPY_BANDS.get(kind)
+    return band is not None and band[0] <= score <= band[1]
+
+
+# A follow-up postponed because another case of the customer is open waits a
+# day at a time, and is skipped after this many postponements.
+OPEN_CASE_POSTPONEMENT = timedelta(days=1)
+MAX_OPEN_CASE_POSTPONEMENTS = 14
+DISPATCH_BATCH_SIZE = 100
+UNSUBSCRIBE_SALT = "oscm.cases.unsubscribe"
+# Touchpoint of answer feedback, so metrics can tell recovery answers apart
+# from feedback on the original experience.
+FOLLOW_UP_TOUCHPOINT = "case-follow-up"
+SURVEY_LANGUAGES = ("en", "id")
+
+
+# Contact policy
+
+
+@dataclass(frozen=True)
+class EffectiveContactPolicy:
+    """The contact rules that apply to one survey, after layering."""
+
+    cooldown_days: int
+    quiet_hours_start: time | None
+    quiet_hours_end: time | None
+    followup_delay_days: int
+    followup_exempt_from_cooldown: bool
+    reopen_when_still_unhappy: bool
+    invitation_valid_days: int
+
+
+def _as_time(value: object) -> time | None:
+    if value is None or isinstance(value, time):
+        return value
+    return time.fromisoformat(str(value))
+
+
+_CODE_DEFAULTS = EffectiveContactPolicy(
+    cooldown_days=DEFAULT_CONTACT_POLICY["cooldown_days"],
+    quiet_hours_start=_as_time(DEFAULT_CONTACT_POLICY["quiet_hours_start"]),
+    quiet_hours_end=_as_time(DEFAULT_CONTACT_POLICY["quiet_hours_end"]),
+    followup_delay_days=DEFAULT_CONTACT_POLICY["followup_delay_days"],
+    followup_exempt_from_cooldown=DEFAULT_CONTACT_POLICY[
+        "followup_exempt_from_cooldown"
+    ],
+    reopen_when_still_unhappy=DEFAULT_CONTACT_POLICY["reopen_when_still_unhappy"],
+    invitation_valid_days=DEFAULT_CONTACT_POLICY["invitation_valid_days"],
+)
+POLICY_FIELDS = tuple(field.name for field in fields(EffectiveContactPolicy))
+
+
+def contact_policy_for(
+    *, team: Team | None, survey: Mapping[str, object] | None = None
+) -> EffectiveContactPolicy:
+    """Return the contact rules for a survey of a case of ``team``.
+
+    Precedence, field by field: the survey's own settings (``survey``, for
+    example ``{"followup_exempt_from_cooldown": False}``), then the team's
+    ContactPolicy, then the global one (the row without a team). A None
+    value falls through to the next layer. Quiet hours left blank on every
+    layer mean no quiet hours. Any other field left blank everywhere, or a
+    missing global row, takes its value from DEFAULT_CONTACT_POLICY.
+    """
+    rows = {
+        row.team_id: row
+        for row in ContactPolicy.objects.filter(team__isnull=True)
+        | ContactPolicy.objects.filter(team_id=team.pk if team else None)
+    }
+    layers: list[Mapping[str, object]] = [dict(survey or {})]
+    if team is not None and team.pk in rows:
+        layers.append(_policy_values(rows[team.pk]))
+    if None in rows:
+        layers.append(_policy_values(rows[None]))
+    else:
+        layers.append(_policy_values(_CODE_DEFAULTS))
+
+    values = {}
+    for name in POLICY_FIELDS:
+        value = next(
+            (layer[name] for layer in layers if layer.get(name) is not None), None
+        )
+        if value is None and name not in _OPTIONAL_FIELDS:
+            value = getattr(_CODE_DEFAULTS, name)
+        values[name] = value
+    values["quiet_hours_start"] = _as_time(values["quiet_hours_start"])
+    values["quiet_hours_end"] = _as_time(values["quiet_hours_end"])
+    return EffectiveContactPolicy(**values)
+
+
+# Fields whose blank value is a setting of its own: no quiet hours.
+_OPTIONAL_FIELDS = ("quiet_hours_start", "quiet_hours_end")
+
+
+def _policy_values(policy: ContactPolicy | EffectiveContactPolicy) -> dict:
+    return {name: getattr(policy, name) for name in POLICY_FIELDS}
+
+
+# Scheduling
+
+
+def case_follow_up_schedule(*, case: Case, now: datetime) -> FollowUp | None:
+    """Schedule the follow-up survey of a case that was just resolved.
+
+    The survey has the kind of the trigger feedback and is due
+    ``followup_delay_days`` after ``now``. Returns None, scheduling nothing,
+    for text-only triggers and for cases without a customer or without an
+    email address. Idempotent: when the case already has a pending
+    (scheduled or sent) follow-up, that one is returned, which the partial
+    unique index on the case guarantees even between concurrent callers.
+    Runs in the caller's transaction.
+    """
+    trigger = case.trigger_feedback
+    customer = case.customer
+    if trigger.kind not in SCORED_KINDS or customer is None or not customer.email:
+        logger.info(
+            "No follow-up for case %s: the trigger is text only or the case has "
+            "no customer email",
+            case.pk,
+            extra={"case_id": case.pk},
+        )
+        return None
+    pending = _pending_follow_up(case)
+    if pending is not None:
+        return pending
+
+    policy = contact_policy_for(team=case.team)
+    try:
+        with transaction.atomic():
+            follow_up = FollowUp.objects.create(
+                case=case,
+                customer=customer,
+                kind=trigger.kind,
+                due_at=now + timedelta(days=policy.followup_delay_days),
+                created_at=now,
+            )
+    except IntegrityError:
+        return _pending_follow_up(case)
+    logger.info(
+        "Follow-up %s of case %s scheduled for %s",
+        follow_up.pk,
+        case.pk,
+        follow_up.due_at.isoformat(),
+        extra={"follow_up_id": follow_up.pk, "case_id": case.pk},
+    )
+    return follow_up
+
+
+def _pending_follow_up(case: Case) -> FollowUp | None:
+    return FollowUp.objects.filter(
+        case=case, state__in=[FollowUp.State.SCHEDULED, FollowUp.State.SENT]
+    ).first()
+
+
+# Dispatch
+
+
+@dataclass
+class DispatchResult:
+    sent: int = 0
+    skipped: int = 0
+    postponed: int = 0
+    cancelled: int = 0
+    expired: int = 0
+    failed: int = 0
+
+
+def follow_up_dispatch(
+    *, now: datetime | None = None, batch_size: int = DISPATCH_BATCH_SIZE
+) -> DispatchResult:
+    """Apply the contact rules to due follow-ups and send the allowed ones.
+
+    Each follow-up is claimed in its own transaction with SELECT ... FOR
+    UPDATE SKIP LOCKED and a state guard, so two dispatchers never handle the
+    same row. The rules, in order:
+
+    - an opted-out or erased customer, or one without an email address, is
+      skipped;
+    - a case that is open again is cancelled;
+    - another open case of the customer postpones by a day, and after
+      ``MAX_OPEN_CASE_POSTPONEMENTS`` postponements the follow-up is skipped;
+    - a survey sent to the customer within the cooldown skips, unless the
+      policy exempts follow-ups from the cooldown;
+    - quiet hours in the customer's time zone move ``due_at`` to their end.
+
+    Sending stores the token hash and queues the email with dedup key
+    ``follow-up:<id>`` in the same transaction, so a dispatch that runs twice
+    queues one email. Sent follow-ups past their expiry are marked expired
+    first.
+    """
+    now = now or timezone.now()
+    result = DispatchResult()
+    result.expired = FollowUp.objects.filter(
+        state=FollowUp.State.SENT, expires_at__lte=now
+    ).update(state=FollowUp.State.EXPIRED)
+
+    due_ids = list(
+        FollowUp.objects.filter(state=FollowUp.State.SCHEDULED, due_at__lte=now)
+        .order_by("due_at", "pk")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    policies: dict[int, EffectiveContactPolicy] = {}
+    for follow_up_id in due_ids:
+        try:
+            outcome = _claim_and_dispatch(follow_up_id, policies=policies, now=now)
+        except DatabaseError:
+            raise
+        except Exception:
+            # A follow-up that cannot be rendered or queued must not hold up
+            # the ones behind it; it stays scheduled and is tried next run.
+            logger.exception(
+                "Follow-up %s could not be dispatched",
+                follow_up_id,
+                extra={"follow_up_id": follow_up_id},
+            )
+            outcome = "failed"
+        if outcome is not None:
+            setattr(result, outcome, getattr(result, outcome) + 1)
+
+    if due_ids or result.expired:
+        logger.info(
+            "Follow-up dispatch: %d sent, %d skipped, %d postponed, %d cancelled, "
+            "%d expired",
+            result.sent,
+            result.skipped,
+            result.postponed,
+            result.cancelled,
+            result.expired,
+            extra={"follow_ups_due": len(due_ids), "follow_ups_sent": result.sent},
+        )
+    return result
+
+
+def _claim_and_dispatch(
+    follow_up_id: int, *, policies: dict[int, EffectiveContactPolicy], now: datetime
+) -> str | None:
+    """Lock one due follow-up and apply the rules; None if another worker has it."""
+    with transaction.atomic():
+        follow_up = (
+            FollowUp.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related(
+                "customer", "case__team__calendar", "case__trigger_feedback"
+            )
+            .filter(pk=follow_up_id, state=FollowUp.State.SCHEDULED, due_at__lte=now)
+            .first()
+        )
+        if follow_up is None:
+            return None
+        team = follow_up.case.team
+        if team.pk not in policies:
+            policies[team.pk] = contact_policy_for(team=team)
+        return _dispatch_one(follow_up, policy=policies[team.pk], now=now)
+
+
+def _dispatch_one(
+    follow_up: FollowUp, *, policy: EffectiveContactPolicy, now: datetime
+) -> str:
+    """Apply the rules to one claimed follow-up; return the outcome's name."""
+    customer = follow_up.customer
+    case = follow_up.case
+    if customer.is_opted_out:
+        return _close(
+            follow_up, FollowUp.State.SKIPPED, "the customer opted out of email"
+        )
+    if customer.erased_at is not None or not customer.email:
+        return _close(
+            follow_up, FollowUp.State.SKIPPED, "the customer has no email address"
+        )
+    if case.is_open:
+        return _close(
+            follow_up,
+            FollowUp.State.CANCELLED,
+            "the case was reopened before the survey",
+        )
+
+    other_open = (
+        Case.objects.filter(customer_id=customer.pk, is_open=True)
+        .exclude(pk=case.pk)
+        .first()
+    )
+    if other_open is not None:
+        if follow_up.attempts >= MAX_OPEN_CASE_POSTPONEMENTS:
+            return _close(
+                follow_up,
+                FollowUp.State.SKIPPED,
+                f"case #{other_open.pk} of the customer stayed open for "
+                f"{MAX_OPEN_CASE_POSTPONEMENTS} postponements",
+            )
+        reason = f"case #{other_open.pk} of the customer is open"
+        return _postpone(follow_up, now + OPEN_CASE_POSTPONEMENT, reason, count=True)
+
+    if not policy.followup_exempt_from_cooldown:
+        since = now - timedelta(days=policy.cooldown_days)
+        recent = (
+            FollowUp.objects.filter(customer_id=customer.pk, sent_at__gte=since)
+            .exclude(pk=follow_up.pk)
+            .exists()
+        )
+        if recent:
+            return _close(
+                follow_up,
+                FollowUp.State.SKIPPED,
+                f"the customer was surveyed in the last {policy.cooldown_days} days",
+            )
+
+    zone = _customer_zone(follow_up)
+    allowed_at = quiet_hours_end_after(
+        moment=now,
+        zone=zone,
+        start=policy.quiet_hours_start,
+        end=policy.quiet_hours_end,
+    )
+    if allowed_at is not None:
+        return _postpone(
+            follow_up, allowed_at, f"quiet hours in {zone.key}", count=False
+        )
+    return _send(follow_up, policy=policy, now=now)
+
+
+def _close(follow_up: FollowUp, state: str, reason: str) -> str:
+    FollowUp.objects.filter(pk=follow_up.pk, state=FollowUp.State.SCHEDULED).update(
+        state=state, skip_reason=reason
+    )
+    logger.info(
+        "Follow-up %s %s: %s",
+        follow_up.pk,
+        state,
+        reason,
+        extra={"follow_up_id": follow_up.pk, "case_id": follow_up.case_id},
+    )
+    return state
+
+
+def _postpone(
+    follow_up: FollowUp, due_at: datetime, reason: str, *, count: bool
+) -> str:
+    updates = {"due_at": due_at, "skip_reason": f"postponed: {reason}"}
+    if count:
+        updates["attempts"] = follow_up.attempts + 1
+    FollowUp.objects.filter(pk=follow_up.pk, state=FollowUp.State.SCHEDULED).update(
+        **updates
+    )
+    logger.info(
+        "Follow-up %s postponed to %s: %s",
+        follow_up.pk,
+        due_at.isoformat(),
+        reason,
+        extra={"follow_up_id": follow_up.pk, "case_id": follow_up.case_id},
+    )
+    return "postponed"
+
+
+def _customer_zone(follow_up: FollowUp) -> zoneinfo.ZoneInfo:
+    """Return the customer's time zone, else the team calendar's, else UTC."""
+    calendar = follow_up.case.team.calendar
+    for name in (follow_up.customer.time_zone, calendar.timezone if calendar else ""):
+        if not name:
+            continue
+        try:
+            return zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            logger.warning(
+                "Time zone %r of follow-up %s is not an IANA name; trying the next one",
+                name,
+                follow_up.pk,
+                extra={"follow_up_id": follow_up.pk},
+            )
+    return zoneinfo.ZoneInfo("UTC")
+
+
+def quiet_hours_end_after(
+    *, moment: datetime, zone: zoneinfo.ZoneInfo, start: time | None, end: time | None
+) -> datetime | None:
+    """Return when the quiet hours around ``moment`` end, or None outside them.
+
+    ``start`` and ``end`` are local times in ``zone``; a window with start
+    after end, such as 21:00-08:00, spans midnight. No window is set when
+    either is None or they are equal. An end time that falls in a daylight
+    saving gap resolves to the instant after the gap.
+    """
+    if start is None or end is None or start == end:
+        return None
+    local = moment.astimezone(zone)
+    clock = local.time().replace(tzinfo=None)
+    if start < end:
+        quiet = start <= clock < end
+        end_day = local.date()
+    else:
+        quiet = clock >= start or clock < end
+        end_day = local.date() if clock < end else local.date() + timedelta(days=1)
+    if not quiet:
+        return None
+    return _local_instant(end_day, end, zone)
+
+
+def _local_instant(day: date, clock: time, zone: zoneinfo.ZoneInfo) -> datetime:
+    wall = datetime.combine(day, clock, tzinfo=zone)
+    # A wall time in a gap does not survive the round trip through UTC; the
+    # round trip moves it past the gap.
+    return wall.astimezone(zoneinfo.ZoneInfo("UTC"))
+
+
+def _send(follow_up: FollowUp, *, policy: EffectiveContactPolicy, now: datetime) -> str:
+    token = secrets.token_urlsafe(32)
+    expires_at = now + timedelta(days=policy.invitation_valid_days)
+    claimed = FollowUp.objects.filter(
+        pk=follow_up.pk, state=FollowUp.State.SCHEDULED
+    ).update(
+        state=FollowUp.State.SENT,
+        token_hash=survey_token_hash(token),
+        expires_at=expires_at,
+        sent_at=now,
+        skip_reason="",
+    )
+    if claimed != 1:
+        return "skipped"
+    follow_up.expires_at = expires_at
+    outbox_enqueue(
+        channel="email",
+        dedup_key=f"follow-up:{follow_up.pk}",
+        payload=follow_up_email_payload(follow_up, token=token),
+    )
+    logger.info(
+        "Follow-up %s of case %s sent",
+        follow_up.pk,
+        follow_up.case_id,
+        extra={"follow_up_id": follow_up.pk, "case_id": follow_up.case_id},
+    )
+    return "sent"
+
+
+# Email
+
+
+def survey_token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def survey_language(customer: Customer) -> str:
+    """Return "id" for Indonesian-speaking customers and "en" for everyone else."""
+    language = (customer.language or "").lower().split("-")[0]
+    return language if language in SURVEY_LANGUAGES else "en"
+
+
+def absolute_url(path: str) -> str:
+    return settings.OSCM_BASE_URL.rstrip("/") + path
+
+
+def unsubscribe_token(customer: Customer) -> str:
+    return signing.dumps(customer.pk, salt=UNSUBSCRIBE_SALT)
+
+
+def unsubscribe_url(customer: Customer) -> str:
+    return absolute_url(
+        reverse("survey:unsubscribe", args=[unsubscribe_token(customer)])
+    )
+
+
+# Per language: the subject, the question per kind and the label of each
+# score. Scores without a label show only the number.
+SURVEY_TEXT = {
+    "en": {
+        "subject": "How did we do?",
+        "questions": {
+            "nps": "How likely are you to recommend us to a friend or colleague?",
+            "csat": "How satisfied are you with how we handled your request?",
+            "ces": "How easy was it to get your request resolved?",
+            "rating": "How would you rate how we resolved your request?",
+        },
+        "labels": {
+            "nps": {0: "Not at all likely", 10: "Extremely likely"},
+            "csat": {
+                1: "Very dissatisfied",
+                2: "Dissatisfied",
+                3: "Neither satisfied nor dissatisfied",
+                4: "Satisfied",
+                5: "Very satisfied",
+            },
+            "ces": {
+                1: "Very difficult",
+                2: "Difficult",
+                3: "Somewhat difficult",
+                4: "Neither easy nor difficult",
+                5: "Somewhat easy",
+                6: "Easy",
+                7: "Very easy",
+            },
+            "rating": {
+                1: "1 star",
+                2: "2 stars",
+                3: "3 stars",
+                4: "4 stars",
+                5: "5 stars",
+            },
+        },
+    },
+    "id": {
+        "subject": "Bagaimana layanan kami?",
+        "questions": {
+            "nps": "Seberapa besar kemungkinan Anda merekomendasikan kami kepada teman atau kolega?",
+            "csat": "Seberapa puas Anda dengan cara kami menangani permintaan Anda?",
+            "ces": "Seberapa mudah permintaan Anda diselesaikan?",
+            "rating": "Berapa nilai Anda untuk penyelesaian permintaan Anda?",
+        },
+        "labels": {
+            "nps": {0: "Sangat tidak mungkin", 10: "Sangat mungkin"},
+            "csat": {
+                1: "Sangat tidak puas",
+                2: "Tidak puas",
+                3: "Netral",
+                4: "Puas",
+                5: "Sangat puas",
+            },
+            "ces": {
+                1: "Sangat sulit",
+                2: "Sulit",
+                3: "Agak sulit",
+                4: "Tidak mudah dan tidak sulit",
+                5: "Agak mudah",
+                6: "Mudah",
+                7: "Sangat mudah",
+            },
+            "rating": {
+                1: "1 bintang",
+                2: "2 bintang",
+                3: "3 bintang",
+                4: "4 bintang",
+                5: "5 bintang",
+            },
+        },
+    },
+}
+
+
+def survey_scale(*, kind: str, language: str) -> list[dict]:
+    """Return the scores of ``kind`` in order, each with its label (or "")."""
+    low, high = Feedback.SCORE_RANGES[kind]
+    labels = SURVEY_TEXT[language]["labels"][kind]
+    return [
+        {"score": score, "label": labels.get(score, "")}
+        for score in range(low, high + 1)
+    ]
+
+
+def follow_up_email_payload(follow_up: FollowUp, *, token: str) -> dict:
+    """Render the follow-up email in the customer's language as an outbox payload.
+
+    The body carries the survey token, so the outbox drops it once the
+    message is sent, cancelled or failed.
+    """
+    customer = follow_up.customer
+    language = survey_language(customer)
+    text = SURVEY_TEXT[language]
+    survey_url = absolute_url(reverse("survey:answer", args=[token]))
+    scale = [
+        {**item, "url": f"{survey_url}?score={item['score']}"}
+        for item in survey_scale(kind=follow_up.kind, language=language)
+    ]
+    context = {
+        "customer_name": customer.name,
+        "case_id": follow_up.case_id,
+        "question": text["questions"][follow_up.kind],
+        "scale": scale,
+        "survey_url": survey_url,
+        "unsubscribe_url": unsubscribe_url(customer),
+        "expires_on": follow_up.expires_at.date() if follow_up.expires_at else None,
+    }
+    return {
+        "customer_id": customer.pk,
+        "subject": text["subject"],
+        "text": render_to_string(f"cases/email/follow_up_{language}.txt", context),
+        "html": render_to_string(f"cases/email/follow_up_{language}.html", context),
+        "unsubscribe_url": context["unsubscribe_url"],
+        REDACT_KEY: ["text", "html"],
+        LOG_CONTEXT_KEY: {"follow_up_id": follow_up.pk, "case_id": follow_up.case_id},
+    }
+
+
+# Answers
+
+
+class SurveyUnavailable(DomainError):
+    """The survey behind a token cannot take an answer: answered or expired."""
+
+
+def follow_up_by_token(*, token: str) -> FollowUp | None:
+    """Return the follow-up whose token hash matches, or None for a forged token."""
+    if not token or len(token) > 100:
+        return None
+    return (
+        FollowUp.objects.select_related("customer", "case")
+        .filter(token_hash=survey_token_hash(token))
+        .first()
+    )
+
+
+def follow_up_status(*, follow_up: FollowUp, now: datetime) -> str:
+    """Return "open", "answered" or "expired" for a follow-up reached by its token."""
+    if follow_up.state == FollowUp.State.ANSWERED:
+        return "answered"
+    if follow_up.state != FollowUp.State.SENT:
+        return "expired"
+    if follow_up.expires_at is not None and follow_up.expires_at <= now:
+        return "expired"
+    return "open"
+
+
+def follow_up_answer(
+    *,
+    follow_up: FollowUp,
+    score: object,
+    comment: str = "",
+    now: datetime | None = None,
+) -> Feedback:
+    """Record the answer to a follow-up survey and measure the recovery.
+
+    The answer is stored through ``feedback_ingest`` as survey feedback of
+    the follow-up's kind, with external id ``follow-up:<id>``, attached to
+    the case, and stamped as evaluated, so the case rules do not open a
+    second case for it. The case gets ``recovery_score_before`` (the trigger
+    score), ``recovery_score_after`` and ``is_recovered``. An answer still in
+    the unhappy band reopens the case when the effective contact policy sets
+    ``reopen_when_still_unhappy``.
+    Raises InvalidItem for a score outside the kind's range and
+    SurveyUnavailable when the survey was answered or expired meanwhile.
+    """
+    now = now or timezone.now()
+    customer = follow_up.customer
+    item = validate_item(
+        {
+            "external_id": f"follow-up:{follow_up.pk}",
+            "kind": follow_up.kind,
+            "source": Feedback.Source.SURVEY,
+            "score": score,
+            "comment": comment,
+            "customer": customer.external_id,
+            "language": survey_language(customer),
+            "occurred_at": now,
+            "touchpoint": FOLLOW_UP_TOUCHPOINT,
+        },
+        now=now,
+        raw={"follow_up_id": follow_up.pk, "case_id": follow_up.case_id},
+    )
+
+    with transaction.atomic():
+        locked = FollowUp.objects.select_for_update().get(pk=follow_up.pk)
+        status = follow_up_status(follow_up=locked, now=now)
+        if status != "open":
+            raise SurveyUnavailable(f"Follow-up {locked.pk} is {status}.", status=409)
+        feedback_id = feedback_ingest(inputs=[item], now=now).ids[0]
+        Feedback.objects.filter(pk=feedback_id).update(evaluated_at=now)
+        claimed = FollowUp.objects.filter(
+            pk=locked.pk, state=FollowUp.State.SENT
+        ).update(state=FollowUp.State.ANSWERED, answered_at=now, answer_id=feedback_id)
+        if claimed != 1:
+            raise SurveyUnavailable(
+                f"Follow-up {locked.pk} was answered meanwhile.", status=409
+            )
+        answer = Feedback.objects.get(pk=feedback_id)
+        _case_record_recovery(follow_up=locked, answer=answer, now=now)
+    return answer
+
+
+def _case_record_recovery(
+    *, follow_up: FollowUp, answer: Feedback, now: datetime
+) -> None:
+    case = (
+        Case.objects.select_for_update()
+        .select_related("trigger_feedback", "team")
+        .get(pk=follow_up.case_id)
+    )
+    CaseFeedback.objects.bulk_create(
+        [CaseFeedback(case=case, feedback=answer, attached_at=now)],
+        ignore_conflicts=True,
+    )
+
+    before = case.trigger_feedback.score
+    after = answer.score
+    recovered = (
+        None if after is None else not score_is_unhappy(kind=answer.kind, score=after)
+    )
+    changes = {
+        "recovery_score_before": [case.recovery_score_before, before],
+        "recovery_score_after": [case.recovery_score_after, after],
+        "is_recovered": [case.is_recovered, recovered],
+    }
+    case.recovery_score_before = before
+    case.recovery_score_after = after
+    case.is_recovered = recovered
+    case.updated_at = now
+    case.save(
+        update_fields=[
+            "recovery_score_before",
+            "recovery_score_after",
+            "is_recovered",
+            "updated_at",
+        ]
+    )
+    CaseEvent.objects.create(
+        case=case,
+        kind=CaseEvent.Kind.FEEDBACK_ATTACHED,
+        changes=changes,
+        body=f"Follow-up survey answered: {answer.kind} {after}",
+        created_at=now,
+    )
+    logger.info(
+        "Follow-up %s answered: case %s %s",
+        follow_up.pk,
+        case.pk,
+        "recovered" if recovered else "not recovered",
+        extra={
+            "follow_up_id": follow_up.pk,
+            "case_id": case.pk,
+            "feedback_id": answer.pk,
+        },
+    )
+
+    still_unhappy = recovered is False and not case.is_open
+    if still_unhappy and contact_policy_for(team=case.team).reopen_when_still_unhappy:
+        _case_reopen(case=case, follow_up=follow_up)
+
+
+def _case_reopen(*, case: Case, follow_up: FollowUp) -> None:
+    """Reopen a case whose customer is still unhappy, as the system (actor None).
+
+    The case goes back to in_progress when it has an assignee and to new when
+    it has none, the two states the workflow reopens to. A transition the
+    workflow rejects, for example because another case of the same customer
+    and topic is open, is logged and the answer stays recorded.
+
+    NOTE: case_transition in cases.workflow checks the actor's rights with
+    the actor's attributes, so actor None raises AttributeError there until
+    the workflow accepts a system actor. Such a failure is logged as an error
+    and the case stays resolved.
+    """
+    from cases.workflow import case_transition
+
+    to_state = Case.State.IN_PROGRESS if case.assignee_id else Case.State.NEW
+    try:
+        with transaction.atomic():
+            case_transition(case=case, actor=None, to_state=to_state)
+    except DomainError as error:
+        logger.warning(
+            "Case %s not reopened after an unhappy follow-up answer: %s",
+            case.pk,
+            error.message,
+            extra={"case_id": case.pk, "follow_up_id": follow_up.pk},
+        )
+        return
+    except Exception:
+        # The customer's answer is committed even when the reopen fails.
+        logger.exception(
+            "Reopening case %s after an unhappy follow-up answer failed",
+            case.pk,
+            extra={"case_id": case.pk, "follow_up_id": follow_up.pk},
+        )
+        return
+    logger.info(
+        "Case %s reopened to %s: the follow-up answer is still unhappy",
+        case.pk,
+        to_state,
+        extra={"case_id": case.pk, "follow_up_id": follow_up.pk},
+    )
+
+
+# Unsubscribe
+
+
+def customer_by_unsubscribe_token(*, token: str) -> Customer | None:
+    """Return the customer a signed unsubscribe token names, or None if it is forged."""
+    try:
+        customer_id = signing.loads(token, salt=UNSUBSCRIBE_SALT)
+    except signing.BadSignature:
+        return None
+    if not isinstance(customer_id, int):
+        return None
+    return Customer.objects.filter(pk=customer_id).first()
+
+
+def customer_unsubscribe(*, customer: Customer, now: datetime | None = None) -> int:
+    """Opt the customer out of email and cancel their scheduled follow-ups.
+
+    Emails already queued are cancelled by the outbox, which checks the
+    opt-out right before sending. Sent surveys stay answerable until they
+    expire. Returns how many follow-ups were cancelled.
+    """
+    with transaction.atomic():
+        Customer.objects.filter(pk=customer.pk).update(is_opted_out=True)
+        cancelled = FollowUp.objects.filter(
+            customer_id=customer.pk, state=FollowUp.State.SCHEDULED
+        ).update(
+            state=FollowUp.State.CANCELLED, skip_reason="the customer unsubscribed"
+        )
+    customer.is_opted_out = True
+    logger.info(
+        "Customer %s unsubscribed; %d scheduled follow-ups cancelled",
+        customer.pk,
+        cancelled,
+        extra={"customer_id": customer.pk},
+    )
+    return cancelled
