@@ -1,14 +1,16 @@
-"""Celery tasks that evaluate feedback into cases.
+"""Celery tasks that evaluate feedback into cases and sweep SLA targets.
 
 The intake queues ``feedback_evaluate_task`` with
 ``transaction.on_commit(partial(feedback_evaluate_task.delay, ids))`` after it
 stores a batch; the beat schedule runs ``feedback_sweep_task`` for anything a
-lost task left behind. Both are idempotent, so duplicate deliveries are safe.
+lost task left behind, and ``case_sla_sweep_task`` every minute. All are
+idempotent, so duplicate deliveries are safe.
 """
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from .escalation import case_sla_sweep
 from .services import feedback_evaluate, feedback_sweep
 
 # Lost connections, deadlocks and serialization failures are worth another
@@ -38,6 +40,24 @@ def feedback_evaluate_task(feedback_ids: list[int]) -> None:
 def feedback_sweep_task() -> None:
     """Evaluate feedback stored but never evaluated after the grace period."""
     feedback_sweep()
+
+
+@shared_task(
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=3,
+    soft_time_limit=50,
+    time_limit=55,
+)
+def case_sla_sweep_task() -> None:
+    """Warn on SLA targets at 75% and escalate breaches.
+
+    Safe to run twice or concurrently: each warning and breach is claimed
+    once. The limits end a run before the next one, 60 s later, starts.
+    """
+    case_sla_sweep()
 
 
 # Outbox delivery and follow-up surveys. The modules are imported inside the

@@ -190,6 +190,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("OSCM_SWEEP_SECONDS", 60),
         "options": {"expires": 55},
     },
+    "case-sla-sweep": {
+        "task": "cases.tasks.case_sla_sweep_task",
+        "schedule": 60,
+        "options": {"expires": 55},
+    },
     "outbox-sweep": {
         "task": "cases.tasks.outbox_sweep_task",
         "schedule": 30,

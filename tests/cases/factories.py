@@ -117,3 +117,34 @@ def make_personas(*, team_a: Team, team_b: Team) -> dict:
         "non_staff": member,
         "anonymous": None,
     }
+
+
+class BusinessCalendarFactory(factory.django.DjangoModelFactory):
+    """Office hours 09:00-17:00, Monday to Friday, in UTC unless given."""
+
+    class Meta:
+        model = "cases.BusinessCalendar"
+
+    name = factory.Sequence(lambda n: f"Calendar {n}")
+    timezone = "UTC"
+    workdays = "0,1,2,3,4"
+    day_start = "09:00"
+    day_end = "17:00"
+
+
+class HolidayFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "cases.Holiday"
+
+    calendar = factory.SubFactory(BusinessCalendarFactory)
+    name = "Holiday"
+
+
+class SlaPolicyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "cases.SlaPolicy"
+
+    name = factory.Sequence(lambda n: f"Policy {n}")
+    position = 50
+    first_response_minutes = 60
+    resolution_minutes = 480
