@@ -791,11 +791,6 @@ def _case_reopen(*, case: Case, follow_up: FollowUp) -> None:
     it has none, the two states the workflow reopens to. A transition the
     workflow rejects, for example because another case of the same customer
     and topic is open, is logged and the answer stays recorded.
-
-    NOTE: case_transition in cases.workflow checks the actor's rights with
-    the actor's attributes, so actor None raises AttributeError there until
-    the workflow accepts a system actor. Such a failure is logged as an error
-    and the case stays resolved.
     """
     from cases.workflow import case_transition
 

@@ -50,17 +50,21 @@ _SLA_FIELDS = ["sla_paused_at", "first_response_due_at", "resolution_due_at"]
 # Rights
 
 
-def _require_visible(*, actor: AbstractBaseUser, case: Case) -> None:
-    """Raise 404 unless the actor may see the case, as cases_visible_to does."""
-    if user_is_admin(actor):
+def _require_visible(*, actor: AbstractBaseUser | None, case: Case) -> None:
+    """Raise 404 unless the actor may see the case, as cases_visible_to does.
+
+    ``actor=None`` is the system itself (a follow-up answer reopening a
+    case, an action resolving its cases on a schedule) and may do anything.
+    """
+    if actor is None or user_is_admin(actor):
         return
     if case.team_id not in user_team_ids(actor):
         raise DomainError(f"Case #{case.pk} not found.", status=404)
 
 
-def _require_lead(*, actor: AbstractBaseUser, case: Case, action: str) -> None:
+def _require_lead(*, actor: AbstractBaseUser | None, case: Case, action: str) -> None:
     _require_visible(actor=actor, case=case)
-    if not user_leads_team(actor, case.team_id):
+    if actor is not None and not user_leads_team(actor, case.team_id):
         raise DomainError(
             f"Only a lead of team {case.team.name} or an admin may {action}.",
             status=403,
@@ -223,7 +227,7 @@ def _check_resolution(
 def case_transition(
     *,
     case: Case,
-    actor: AbstractBaseUser,
+    actor: AbstractBaseUser | None,
     to_state: str,
     root_cause: RootCause | None = None,
     resolution_note: str = "",
@@ -276,7 +280,7 @@ def case_transition(
         case.pk,
         from_state,
         to_state,
-        extra={"case_id": case.pk, "actor_id": actor.pk},
+        extra={"case_id": case.pk, "actor_id": actor.pk if actor else None},
     )
     return case
 

@@ -104,7 +104,7 @@ def test_schedule_accepts_seconds_and_timedelta():
     assert [task.interval_seconds for task in tasks] == [60.0, 120.0]
 
 
-def test_schedule_skips_crontab():
+def test_schedule_keeps_crontab():
     tasks = periodic_tasks_from_schedule(
         {
             "nightly": {
@@ -114,7 +114,7 @@ def test_schedule_skips_crontab():
         }
     )
 
-    assert tasks == []
+    assert [task.cron for task in tasks] == [crontab(hour=3)]
 
 
 def test_schedule_rejects_unknown_task():
@@ -127,7 +127,9 @@ def test_schedule_rejects_unknown_task():
 def test_configured_schedule_has_sweep(settings):
     tasks = periodic_tasks_from_schedule(settings.CELERY_BEAT_SCHEDULE)
 
-    assert [task.task_name for task in tasks] == ["cases.tasks.feedback_sweep_task"]
+    names = [task.task_name for task in tasks]
+    assert "cases.tasks.feedback_sweep_task" in names
+    assert len(names) == len(settings.CELERY_BEAT_SCHEDULE)
 
 
 def test_command_stops_on_sigterm(tmp_path):
@@ -151,7 +153,7 @@ def test_command_stops_on_sigterm(tmp_path):
         )
     try:
         deadline = time.monotonic() + 20
-        while log_path.read_text().count("failed; next run") < 2:
+        while log_path.read_text().count("failed; it runs again") < 2:
             assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.2)
@@ -166,3 +168,42 @@ def test_command_stops_on_sigterm(tmp_path):
     assert returncode == 0, output
     assert "Scheduler received SIGTERM, stopping" in output
     assert "Scheduler stopped" in output
+
+
+@pytest.mark.django_db
+def test_scheduler_runs_crontab_at_wall_clock_time():
+    from celery.schedules import crontab
+
+    from cases.management.commands.run_scheduler import PeriodicTask, Scheduler
+
+    calls = []
+    now = [1000.0]
+    task = PeriodicTask(
+        entry="daily", task_name="daily", interval_seconds=0.0,
+        function=lambda: calls.append(1), cron=crontab(hour=7, minute=0),
+    )
+    scheduler = Scheduler([task], clock=lambda: now[0])
+    wait = task.next_run_at - now[0]
+
+    assert 0 < wait <= 24 * 3600
+    scheduler.run_due()
+    assert calls == []
+    now[0] = task.next_run_at
+    scheduler.run_due()
+    assert calls == [1]
+    assert task.next_run_at - now[0] >= 60
+
+
+@pytest.mark.django_db
+def test_scheduler_run_all_includes_crontab():
+    from celery.schedules import crontab
+
+    from cases.management.commands.run_scheduler import PeriodicTask, Scheduler
+
+    calls = []
+    task = PeriodicTask(
+        entry="daily", task_name="daily", interval_seconds=0.0,
+        function=lambda: calls.append(1), cron=crontab(hour=7, minute=0),
+    )
+    Scheduler([task]).run_all()
+    assert calls == [1]

@@ -413,3 +413,18 @@ def test_unsubscribe_keeps_other_customers_subscribed(client):
 
     staying.customer.refresh_from_db()
     assert staying.customer.is_opted_out is False
+
+
+def test_still_unhappy_reopens_through_real_workflow(client):
+    case = make_resolved_case(kind="nps", score=3)
+    send_follow_up(case)
+
+    answer(client, 2)
+
+    case.refresh_from_db()
+    assert case.state == Case.State.NEW
+    assert case.is_open is True
+    assert case.is_recovered is False
+    reopen = CaseEvent.objects.filter(case=case, kind=CaseEvent.Kind.STATE_CHANGED).last()
+    assert reopen.changes["state"] == ["resolved", "new"]
+    assert reopen.actor is None

@@ -10,8 +10,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from celery.schedules import crontab
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
@@ -29,19 +30,28 @@ class PeriodicTask:
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     next_run_at: float = 0.0
+    # Set for crontab entries, which run at wall-clock times instead of
+    # every ``interval_seconds``.
+    cron: crontab | None = None
+
+    def seconds_to_next_cron_run(self) -> float:
+        return self.cron.remaining_estimate(datetime.now(UTC)).total_seconds()
 
 
 def periodic_tasks_from_schedule(schedule: dict) -> list[PeriodicTask]:
     """Build the runnable entries of a beat schedule.
 
-    Only schedules given in seconds (a number or a timedelta) are supported;
-    other entries such as crontab are logged and skipped. Raises
+    Schedules in seconds (a number or a timedelta) and crontab schedules are
+    supported; other kinds are logged and skipped. Raises
     CommandError when a task cannot be imported or an interval is not
     positive, because the scheduler would otherwise run without it.
     """
     tasks = []
     for entry, options in schedule.items():
         interval = options["schedule"]
+        cron = interval if isinstance(interval, crontab) else None
+        if cron is not None:
+            interval = 0.0
         if isinstance(interval, timedelta):
             interval = interval.total_seconds()
         if not isinstance(interval, (int, float)):
@@ -53,7 +63,7 @@ def periodic_tasks_from_schedule(schedule: dict) -> list[PeriodicTask]:
                 extra={"schedule_entry": entry},
             )
             continue
-        if interval <= 0:
+        if interval <= 0 and cron is None:
             raise CommandError(
                 f"Periodic task {entry!r} has interval {interval}: use seconds > 0."
             )
@@ -72,6 +82,7 @@ def periodic_tasks_from_schedule(schedule: dict) -> list[PeriodicTask]:
                 function=function,
                 args=tuple(options.get("args", ())),
                 kwargs=dict(options.get("kwargs", {})),
+                cron=cron,
             )
         )
     return tasks
@@ -80,9 +91,10 @@ def periodic_tasks_from_schedule(schedule: dict) -> list[PeriodicTask]:
 class Scheduler:
     """Runs each periodic task when due, one at a time, on a monotonic clock.
 
-    Every task runs once at start, as celery beat does for an entry with no
-    recorded last run, then every ``interval_seconds`` after its previous
-    start. An exception in one run is logged and the schedule goes on.
+    Every interval task runs once at start, as celery beat does for an entry
+    with no recorded last run, then every ``interval_seconds`` after its
+    previous start. A crontab task first runs at its next wall-clock time.
+    An exception in one run is logged and the schedule goes on.
     """
 
     def __init__(
@@ -93,6 +105,13 @@ class Scheduler:
         start = clock()
         for task in tasks:
             task.next_run_at = start
+            if task.cron is not None:
+                task.next_run_at = start + task.seconds_to_next_cron_run()
+
+    def run_all(self) -> None:
+        """Run every task once now, crontab ones included."""
+        for task in self.tasks:
+            self._run(task)
 
     def run_due(self) -> float:
         """Run every task that is due; return the seconds until the next one."""
@@ -100,7 +119,11 @@ class Scheduler:
             if self.clock() >= task.next_run_at:
                 started = self.clock()
                 self._run(task)
-                task.next_run_at = started + task.interval_seconds
+                if task.cron is not None:
+                    # Past the due minute, so the estimate points at the next one.
+                    task.next_run_at = self.clock() + max(task.seconds_to_next_cron_run(), 60.0)
+                else:
+                    task.next_run_at = started + task.interval_seconds
         return max(min(task.next_run_at for task in self.tasks) - self.clock(), 0.0)
 
     def _run(self, task: PeriodicTask) -> None:
@@ -110,9 +133,8 @@ class Scheduler:
             task.function(*task.args, **task.kwargs)
         except Exception:
             logger.exception(
-                "Periodic task %s failed; next run in %.0f s",
+                "Periodic task %s failed; it runs again at its next scheduled time",
                 task.entry,
-                task.interval_seconds,
                 extra={"schedule_entry": task.entry, "task": task.task_name},
             )
         else:
@@ -143,11 +165,11 @@ class Command(BaseCommand):
         tasks = periodic_tasks_from_schedule(settings.CELERY_BEAT_SCHEDULE)
         if not tasks:
             raise CommandError(
-                "CELERY_BEAT_SCHEDULE has no entry with an interval in seconds."
+                "CELERY_BEAT_SCHEDULE has no entry with an interval or a crontab."
             )
         scheduler = Scheduler(tasks)
         if once:
-            scheduler.run_due()
+            scheduler.run_all()
             return
 
         stop = threading.Event()
