@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from .models import Case, CaseEvent, Priority, SlaPolicy, Team, TeamMember
 from .sla import WorkingCalendar, add_business_minutes, business_minutes_between
+from .webhooks import case_webhook_payload, webhook_events_emit
 
 logger = logging.getLogger(__name__)
 
@@ -314,6 +315,15 @@ _CANDIDATE_FIELDS = (
     "sla_policy_id",
     "first_response_due_at",
     "resolution_due_at",
+    # Read by the case.escalated webhook payload.
+    "state",
+    "topic_id",
+    "customer_id",
+    "trigger_feedback_id",
+    "root_cause_id",
+    "opened_at",
+    "resolved_at",
+    "is_breached",
 )
 
 
@@ -433,6 +443,7 @@ def _cases_breach(
     for case in rows:
         by_priority[case.priority].append(case)
     events = []
+    escalations = []
     for old, cases in by_priority.items():
         new = min(old + 1, Priority.URGENT)
         _claim(
@@ -447,6 +458,8 @@ def _cases_breach(
         for case in cases:
             due = getattr(case, target.due_field)
             events.append(_event(case, CaseEvent.Kind.SLA_BREACH, target, due, now))
+            payload = {**case_webhook_payload(case), "priority": new, "sla_target": target.name}
+            escalations.append((case.pk, target.name, payload))
             if new != old:
                 events.append(
                     CaseEvent(
@@ -458,6 +471,8 @@ def _cases_breach(
                     )
                 )
     CaseEvent.objects.bulk_create(events)
+    # Each target breaches once per case, so the target names the version.
+    webhook_events_emit(event="case.escalated", items=escalations)
 
     notices = [
         _breach_notice(case=case, target=target, context=context, old_priority=old)

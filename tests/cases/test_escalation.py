@@ -548,3 +548,26 @@ def _sweep_in_threads(
         if isinstance(result, BaseException):
             raise result
     return results
+
+
+
+def test_sweep_breach_emits_escalated_webhook_once(
+    team, agent, lead, django_capture_on_commit_callbacks
+):
+    from cases.models import OutboxMessage, WebhookEndpoint
+
+    WebhookEndpoint.objects.create(
+        name="tracker", url="http://127.0.0.1:9/hook", secret="s", events=["case.escalated"]
+    )
+    case = _open_case(team, assignee=agent, first_response_warned_at=MONDAY)
+
+    _sweep(django_capture_on_commit_callbacks, _utc(2025, 3, 3, 17))
+    _sweep(django_capture_on_commit_callbacks, _utc(2025, 3, 3, 17, 1))
+
+    messages = OutboxMessage.objects.filter(channel=OutboxMessage.Channel.WEBHOOK)
+    assert messages.count() == 1
+    body = messages.get().payload["body"]
+    assert body["event"] == "case.escalated"
+    assert body["data"]["id"] == case.pk
+    assert body["data"]["sla_target"] == "first_response"
+    assert body["data"]["priority"] == Priority.HIGH
