@@ -364,10 +364,18 @@ def case_open(*, matches: Sequence[RuleMatch], now: datetime) -> CaseOpenResult:
         for match in later
     )
     CaseFeedback.objects.bulk_create(links)
+    opened = [case for case in cases if case.pk is not None]
     case_events_record_opening(
-        opened=[case for case in cases if case.pk is not None],
+        opened=opened,
         attached=[(case_ids[match.dedup_key], match.feedback.pk) for match in later],
         now=now,
+    )
+    from .webhooks import case_webhook_payload, webhook_events_emit
+
+    # One endpoint query per batch; nothing more when no endpoint listens.
+    webhook_events_emit(
+        event="case.opened",
+        items=[(case.pk, "opened", case_webhook_payload(case)) for case in opened],
     )
 
     touched = {case_ids[match.dedup_key] for match in later} - {

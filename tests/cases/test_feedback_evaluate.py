@@ -320,3 +320,19 @@ def test_query_count_flat_in_batch_size(django_assert_max_num_queries, teams, to
 
     assert small_result == EvaluationResult(evaluated=11, cases_opened=10, attached=1)
     assert large_result == EvaluationResult(evaluated=201, cases_opened=200, attached=1)
+
+
+def test_opening_queues_case_opened_webhook(teams, topics):
+    from cases.models import OutboxMessage, WebhookEndpoint
+
+    WebhookEndpoint.objects.create(
+        name="chat", url="http://127.0.0.1:9/hook", secret="s", events=["case.opened"]
+    )
+    feedback = FeedbackFactory(score=1, primary_topic=topics["price"])
+
+    feedback_evaluate(feedback_ids=[feedback.pk])
+    feedback_evaluate(feedback_ids=[feedback.pk])
+
+    message = OutboxMessage.objects.get(channel=OutboxMessage.Channel.WEBHOOK)
+    assert message.payload["event"] == "case.opened"
+    assert message.payload["body"]["data"]["id"] == Case.objects.get().pk
