@@ -97,12 +97,22 @@ def digest_body(*, lead_name: str, digest: dict[str, Any], now: datetime) -> str
     return "\n".join(lines) + "\n"
 
 
-def digest_send(*, email: str, body: str, user_id: int) -> None:
-    """Queue one digest email."""
-    _send_after_commit(
-        subject="[OSCM] Your daily team digest",
-        body=body,
-        recipients=[email],
-        log_extra={"user_id": user_id},
-    )
+def digest_send(*, email: str, body: str, user_id: int, day: date) -> None:
+    """Queue one digest email through the outbox, at most one per lead and day.
+
+    The outbox's unique dedup key makes a second run on the same day store
+    nothing, so a retried or doubled beat run sends no second digest.
+    """
+    from cases.outbox import outbox_enqueue
+
+    with transaction.atomic():
+        outbox_enqueue(
+            channel="email",
+            dedup_key=f"digest:{user_id}:{day.isoformat()}",
+            payload={
+                "subject": "[OSCM] Your daily team digest",
+                "text": body,
+                "to": [email],
+            },
+        )
 

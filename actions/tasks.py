@@ -49,8 +49,7 @@ def action_overdue_remind_task() -> None:
 def lead_digest_task() -> None:
     """Email each active lead with an address the daily digest of the teams they lead.
 
-    NOTE: nothing records that today's digest went out, so a second run on
-    the same day sends it again. The beat schedule runs it once a day.
+    Idempotent per UTC day: the outbox stores one digest per lead and day.
     """
     now = timezone.now()
     team_ids_by_user: dict[int, set[int]] = {}
@@ -63,6 +62,6 @@ def lead_digest_task() -> None:
     for lead in leads.order_by("pk"):
         digest = selectors.team_digest(team_ids=team_ids_by_user[lead.pk], now=now)
         body = notifications.digest_body(lead_name=lead.get_username(), digest=digest, now=now)
-        notifications.digest_send(email=lead.email, body=body, user_id=lead.pk)
+        notifications.digest_send(email=lead.email, body=body, user_id=lead.pk, day=now.date())
         sent += 1
     logger.info("Queued %d lead digests", sent)

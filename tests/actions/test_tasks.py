@@ -32,6 +32,20 @@ def test_lead_digest_lists_team_cases(people, django_capture_on_commit_callbacks
     assert "Switch courier" in message.body
 
 
+def test_lead_digest_sent_once_a_day(people, django_capture_on_commit_callbacks):
+    people.lead_a.email = "lead_a@example.test"
+    people.lead_a.save()
+    make_case(team=people.team_a)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        lead_digest_task()
+    with django_capture_on_commit_callbacks(execute=True):
+        lead_digest_task()
+
+    recipients = [message.to for message in mail.outbox]
+    assert recipients.count(["lead_a@example.test"]) == 1
+
+
 def test_beat_tasks_run_without_work(db):
     action_measure_due_task()
     action_overdue_remind_task()
