@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.extensions import OpenApiViewExtension
 from drf_spectacular.types import OpenApiTypes
@@ -56,6 +57,19 @@ urlpatterns = [
     path("s/", include("cases.survey_urls")),
     path("api/v1/", include("actions.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # The workspace: its login shares the limiter of the admin login.
+    path(
+        "login/",
+        login_rate_limited(
+            auth_views.LoginView.as_view(redirect_authenticated_user=True)
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("cases.web_urls")),
+    path("", include("actions.web_urls")),
+    path("", include("feedback.web_urls")),
     path(
         "api/docs/",
         SpectacularSwaggerView.as_view(url_name="api-schema"),

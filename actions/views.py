@@ -1,0 +1,214 @@
+"""Workspace pages of the actions app: the actions board and the form that
+creates an action from cases selected on the lead board.
+
+Actions outside the user's teams are not listed and their forms answer 404;
+creating and moving actions follows the rights that actions.services checks.
+"""
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_POST
+
+from cases.models import Case
+from cases.permissions import cases_visible_to, user_leads_team
+from cases.views import (
+    active_team_members,
+    annotate_case_display,
+    domain_errors_as_messages,
+)
+from feedback.metrics import METRIC_KINDS
+from feedback.models import Topic
+from oscm.errors import DomainError
+
+from . import services
+from .models import Action
+from .selectors import action_list_for
+
+# The board's columns; not effective sits beside verified because both are
+# verdicts of a finished action.
+BOARD_COLUMNS = (
+    (gettext_lazy("Planned"), (Action.State.PLANNED,)),
+    (gettext_lazy("In progress"), (Action.State.IN_PROGRESS,)),
+    (gettext_lazy("Done"), (Action.State.DONE,)),
+    (gettext_lazy("Verified"), (Action.State.VERIFIED, Action.State.NOT_EFFECTIVE)),
+)
+STATE_LABELS = {
+    Action.State.PLANNED: gettext_lazy("Planned"),
+    Action.State.IN_PROGRESS: gettext_lazy("In progress"),
+    Action.State.DONE: gettext_lazy("Done"),
+    Action.State.VERIFIED: gettext_lazy("Verified"),
+    Action.State.NOT_EFFECTIVE: gettext_lazy("Not effective"),
+}
+VERDICT_LABELS = {
+    Action.Verdict.IMPROVED: gettext_lazy("Improved"),
+    Action.Verdict.NO_CHANGE: gettext_lazy("No significant change"),
+    Action.Verdict.WORSE: gettext_lazy("Worse"),
+    Action.Verdict.NOT_ENOUGH_DATA: gettext_lazy("Not enough data"),
+}
+TRANSITION_LABELS = {
+    Action.State.IN_PROGRESS: gettext_lazy("Start"),
+    Action.State.DONE: gettext_lazy("Mark done"),
+}
+# Actions shown per column; older ones stay reachable through the API.
+COLUMN_LIMIT = 100
+
+
+@login_required
+def board(request: HttpRequest) -> HttpResponse:
+    """Show the user's teams' actions in columns by state."""
+    actions = list(
+        action_list_for(actions=services.actions_visible_to(request.user)).order_by(
+            "due_date", "-created_at", "pk"
+        )
+    )
+    columns = []
+    for title, states in BOARD_COLUMNS:
+        cards = [action for action in actions if action.state in states][:COLUMN_LIMIT]
+        for action in cards:
+            action.state_label = STATE_LABELS[action.state]
+            action.verdict_label = VERDICT_LABELS.get(action.verdict, "")
+            action.transitions = [
+                (state, TRANSITION_LABELS.get(state, STATE_LABELS[state]))
+                for state in services.action_allowed_states(action=action)
+            ]
+        columns.append({"title": title, "actions": cards})
+    return render(request, "actions/board.html", {"columns": columns})
+
+
+@login_required
+@require_POST
+@domain_errors_as_messages
+def transition(request: HttpRequest, pk: int) -> HttpResponse:
+    action = get_object_or_404(services.actions_visible_to(request.user), pk=pk)
+    to_state = request.POST.get("to_state", "")
+    services.action_transition(action=action, actor=request.user, to_state=to_state)
+    messages.success(
+        request,
+        _("Action %(title)s is now %(state)s.")
+        % {"title": action.title, "state": STATE_LABELS.get(to_state, to_state)},
+    )
+    return redirect("actions_web:board")
+
+
+class ActionForm(forms.Form):
+    title = forms.CharField(max_length=200, label=gettext_lazy("Title"))
+    description = forms.CharField(
+        required=False, widget=forms.Textarea, label=gettext_lazy("Description")
+    )
+    owner = forms.TypedChoiceField(coerce=int, label=gettext_lazy("Owner"))
+    due_date = forms.DateField(
+        required=False,
+        label=gettext_lazy("Due date"),
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    topic = forms.ModelChoiceField(
+        queryset=Topic.objects.filter(is_active=True).order_by("name"),
+        required=False,
+        label=gettext_lazy("Topic"),
+    )
+    touchpoint = forms.CharField(
+        required=False, max_length=50, label=gettext_lazy("Touchpoint")
+    )
+    product = forms.CharField(
+        required=False, max_length=200, label=gettext_lazy("Product")
+    )
+    metric_kind = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", gettext_lazy("The kind most cases opened on")),
+            *[(kind, kind) for kind in METRIC_KINDS],
+        ],
+        label=gettext_lazy("Metric to compare"),
+    )
+    window_days = forms.IntegerField(
+        required=False, min_value=1, max_value=365, label=gettext_lazy("Window in days")
+    )
+
+    def __init__(self, *args, members, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].choices = [
+            (member.user_id, member.user.get_username()) for member in members
+        ]
+
+
+def _selected_cases(request: HttpRequest, values: list[str]) -> list[Case]:
+    ids = sorted({int(value) for value in values if value.isdigit()})
+    if not ids:
+        raise DomainError(_("No cases selected: tick cases on the team board first."))
+    cases = list(
+        cases_visible_to(request.user, Case.objects.filter(pk__in=ids))
+        .select_related("team", "customer", "topic", "assignee")
+        .order_by("pk")
+    )
+    if len(cases) != len(ids):
+        raise Http404(_("Some of the selected cases were not found."))
+    return cases
+
+
+@login_required
+@domain_errors_as_messages
+def new(request: HttpRequest) -> HttpResponse:
+    """Create an action for the cases selected on the lead board.
+
+    GET shows the form for the ``case`` ids in the query string; POST calls
+    actions.services.action_create, which checks that the user leads the
+    cases' team and that every case belongs to it.
+    """
+    source = request.POST if request.method == "POST" else request.GET
+    cases = _selected_cases(request, source.getlist("case"))
+    team = cases[0].team
+    if any(case.team_id != team.pk for case in cases):
+        raise DomainError(
+            _("The selected cases belong to different teams: pick cases of one team.")
+        )
+    if not user_leads_team(request.user, team.pk):
+        raise PermissionDenied(
+            _("Only leads of the team and admins may create actions.")
+        )
+    members = active_team_members(team.pk)
+    initial = {"owner": request.user.pk, "topic": cases[0].topic_id}
+    form = ActionForm(
+        request.POST if request.method == "POST" else None,
+        members=members,
+        initial=initial,
+    )
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        action = services.action_create(
+            actor=request.user,
+            team=team,
+            owner=get_user_model().objects.get(pk=data["owner"]),
+            title=data["title"],
+            description=data["description"],
+            due_date=data["due_date"],
+            topic=data["topic"],
+            touchpoint=data["touchpoint"],
+            product=data["product"],
+            metric_kind=data["metric_kind"],
+            window_days=data["window_days"],
+            case_ids=[case.pk for case in cases],
+        )
+        messages.success(
+            request,
+            _("Action %(title)s created with %(count)d cases.")
+            % {"title": action.title, "count": len(cases)},
+        )
+        return redirect(reverse("actions_web:board"))
+    now = timezone.now()
+    for case in cases:
+        annotate_case_display(case, now=now)
+    return render(
+        request,
+        "actions/new.html",
+        {"form": form, "cases": cases, "team": team},
+        status=400 if form.is_bound else 200,
+    )
