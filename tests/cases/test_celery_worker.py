@@ -95,10 +95,12 @@ def worker(tmp_path):
 
 
 def _wait_for_case(feedback, task_id: str, process, log_path) -> Case:
-    """Poll until the worker logs the task done and the case is stored."""
+    """Poll until the worker logs that it received the task and the case is
+    stored. The task's own success line is not logged: the settings keep
+    celery.app.trace at WARNING."""
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
-        done = f"[{task_id}] succeeded" in log_path.read_text()
+        done = f"[{task_id}] received" in log_path.read_text()
         case = Case.objects.filter(trigger_feedback=feedback).first()
         if done and case is not None:
             return case
