@@ -113,7 +113,9 @@ class CaseViewSet(ApiAuthMixin, viewsets.ReadOnlyModelViewSet):
             )
         else:
             queryset = queryset.select_related("root_cause", "trigger_feedback")
-        return cases_visible_to(self.request.user, queryset)
+        return cases_visible_to(
+            self.request.user, queryset, inline_team_ids=self.action == "list"
+        )
 
     def get_serializer_class(self):
         if self.action == "list":

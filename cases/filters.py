@@ -6,10 +6,30 @@ from django.db.models import Q, QuerySet
 from .models import Case, CaseEvent, Priority
 
 
+class ColumnInFilter(django_filters.MultipleChoiceFilter):
+    """Matches any of the chosen values of a column of the case itself.
+
+    It filters with one ``IN (...)``, which PostgreSQL uses as an index
+    condition, where the parent class ORs one equality per value. It adds
+    no DISTINCT, because a column of the case joins nothing that could
+    repeat a row, and DISTINCT over the joined columns made PostgreSQL sort
+    every matching row before the LIMIT.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("distinct", False)
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs: QuerySet, value: list[str]) -> QuerySet:
+        if not value:
+            return qs
+        return self.get_method(qs)(**{f"{self.field_name}__in": sorted(set(value))})
+
+
 class CaseFilter(django_filters.FilterSet):
     team = django_filters.NumberFilter(field_name="team_id", help_text="Team id.")
-    state = django_filters.MultipleChoiceFilter(choices=Case.State.choices)
-    priority = django_filters.MultipleChoiceFilter(choices=Priority.choices)
+    state = ColumnInFilter(choices=Case.State.choices)
+    priority = ColumnInFilter(choices=Priority.choices)
     assignee = django_filters.NumberFilter(
         field_name="assignee_id", help_text="User id of the assignee."
     )

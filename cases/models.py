@@ -308,6 +308,8 @@ class Case(models.Model):
         ]
         indexes = [
             models.Index(fields=["team", "state", "-opened_at"], name="case_team_state_opened"),
+            # A team's newest cases in any state: the case list's default page.
+            models.Index(fields=["team", "-opened_at"], name="case_team_opened"),
             models.Index(fields=["assignee", "state"], name="case_assignee_state"),
             models.Index(fields=["customer", "-opened_at"], name="case_customer_opened"),
             models.Index(

@@ -43,12 +43,28 @@ def user_leads_team(user: AbstractBaseUser, team_id: int) -> bool:
     return user_is_admin(user) or team_id in user_team_ids(user, role=TeamMember.Role.LEAD)
 
 
-def cases_visible_to(user: AbstractBaseUser, queryset: QuerySet[Case] | None = None) -> QuerySet[Case]:
-    """Filter cases to those the user may see: all for admins, own teams otherwise."""
+def cases_visible_to(
+    user: AbstractBaseUser,
+    queryset: QuerySet[Case] | None = None,
+    *,
+    inline_team_ids: bool = False,
+) -> QuerySet[Case]:
+    """Filter cases to those the user may see: all for admins, own teams otherwise.
+
+    By default the user's teams are a subquery of the case query. With
+    ``inline_team_ids`` they are read first, in one more query, and the
+    case query filters on them as constants. PostgreSQL then plans with the
+    team's id, so a sorted page of one team's cases reads an index on
+    ``team`` in order and stops at the page size. Behind the subquery it
+    planned a scan of all cases and a sort of the team's rows. A user in no
+    team gets an empty queryset without a case query.
+    """
     queryset = Case.objects.all() if queryset is None else queryset
     if user_is_admin(user):
         return queryset
     if not user.is_authenticated:
         return queryset.none()
     own_teams = TeamMember.objects.filter(user_id=user.pk).values("team_id")
+    if inline_team_ids:
+        return queryset.filter(team_id__in=[row["team_id"] for row in own_teams])
     return queryset.filter(team_id__in=Subquery(own_teams))
