@@ -113,10 +113,17 @@ class FeedbackIntakeView(APIView):
                 errors.append({"index": index, "field": error.field, "message": error.message})
 
         result = feedback_ingest(inputs=[feedback for _, feedback in valid])
-        results = [
-            {"index": index, "id": feedback_id, "status": "created" if created else "duplicate"}
-            for (index, _), feedback_id, created in zip(valid, result.ids, result.created)
-        ]
+        results = []
+        for position, ((index, _), feedback_id, created) in enumerate(
+            zip(valid, result.ids, result.created)
+        ):
+            if position in result.conflicts:
+                message = result.conflicts[position]
+                errors.append({"index": index, "field": "external_id", "message": message})
+                continue
+            status_text = "created" if created else "duplicate"
+            results.append({"index": index, "id": feedback_id, "status": status_text})
+        errors.sort(key=lambda error: error["index"])
         body = {
             "created": result.created_count,
             "duplicates": result.duplicate_count,

@@ -119,6 +119,7 @@ def import_file(
         rejects.header = header
         keys = _RowKeys()
         batch: list[FeedbackInput] = []
+        batch_rows: list[tuple[int, dict]] = []
         for number, raw, problem in rows:
             summary.read += 1
             if problem:
@@ -137,13 +138,14 @@ def import_file(
             if options.id_prefix:
                 feedback.external_id = options.id_prefix + feedback.external_id
             batch.append(feedback)
+            batch_rows.append((number, raw))
             if len(batch) >= batch_size:
-                _store(batch, summary, analyzer)
-                batch = []
+                _store(batch, batch_rows, summary, analyzer, rejects)
+                batch, batch_rows = [], []
                 if on_progress:
                     on_progress(handle.buffer.tell(), total)
         if batch:
-            _store(batch, summary, analyzer)
+            _store(batch, batch_rows, summary, analyzer, rejects)
         if on_progress:
             on_progress(total, total)
 
@@ -164,10 +166,19 @@ def import_file(
     return summary
 
 
-def _store(batch: list[FeedbackInput], summary: ImportSummary, analyzer: Analyzer) -> None:
+def _store(
+    batch: list[FeedbackInput],
+    rows: list[tuple[int, dict]],
+    summary: ImportSummary,
+    analyzer: Analyzer,
+    rejects: "_RejectWriter",
+) -> None:
     result = feedback_ingest(inputs=batch, analyzer=analyzer)
     summary.imported += result.created_count
     summary.duplicates += result.duplicate_count
+    for index, reason in result.conflicts.items():
+        number, raw = rows[index]
+        rejects.write(number, reason, raw)
 
 
 def _csv_rows(handle, options: ImportOptions) -> Iterator:

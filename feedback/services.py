@@ -30,10 +30,14 @@ class IngestResult:
 
     ``ids[i]`` is the feedback id of input i: a new row when ``created[i]``,
     otherwise the row already stored under the same source and external id.
+    ``conflicts`` maps the index of each input whose external id is stored
+    with a different kind, score or comment to the reason; such an input is
+    neither stored nor a duplicate.
     """
 
     ids: list[int] = field(default_factory=list)
     created: list[bool] = field(default_factory=list)
+    conflicts: dict[int, str] = field(default_factory=dict)
 
     @property
     def created_count(self) -> int:
@@ -41,7 +45,7 @@ class IngestResult:
 
     @property
     def duplicate_count(self) -> int:
-        return len(self.created) - self.created_count
+        return len(self.created) - self.created_count - len(self.conflicts)
 
 
 def feedback_ingest(
@@ -54,7 +58,10 @@ def feedback_ingest(
 
     Feedback already stored under the same source and external id is left
     as it is and reported as a duplicate, so a retried request or a
-    re-imported file never counts twice. New feedback is analysed (language,
+    re-imported file never counts twice. An external id that is stored with
+    a different kind, score or comment is a conflict: two different pieces
+    of feedback share the id, and the new one is reported, not dropped as a
+    duplicate. New feedback is analysed (language,
     sentiment, topics) before it is stored, added to the metric rollups in
     the same transaction, and handed to ``feedback_evaluate_task`` after
     commit. Statements per batch are constant, whatever its size.
@@ -97,12 +104,23 @@ def feedback_ingest(
         existing.update(_existing_ids(lost))
 
     result = IngestResult()
-    first_seen: set[tuple[str, str]] = set()
-    for key in keys:
+    first_seen: dict[tuple[str, str], tuple] = {}
+    for index, (key, item) in enumerate(zip(keys, inputs)):
+        content = _content_of(item)
+        if key in inserted:
+            stored_content = first_seen.get(key, content)
+        else:
+            stored_content = existing[key][1]
         is_new = key in inserted and key not in first_seen
-        first_seen.add(key)
-        result.ids.append(inserted[key] if key in inserted else existing[key])
+        first_seen.setdefault(key, content)
+        result.ids.append(inserted[key] if key in inserted else existing[key][0])
         result.created.append(is_new)
+        if content != stored_content:
+            result.conflicts[index] = (
+                f"external_id {item.external_id!r} of source {item.source!r} is already "
+                "stored with a different kind, score or comment; give this feedback its "
+                "own id (the import command's --id-prefix keeps files apart)."
+            )
     logger.info(
         "feedback batch stored",
         extra={"created_count": result.created_count, "duplicate_count": result.duplicate_count},
@@ -116,16 +134,28 @@ def _queue_evaluation(feedback_ids: list[int]) -> None:
     transaction.on_commit(partial(feedback_evaluate_task.delay, feedback_ids))
 
 
-def _existing_ids(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+def _content_of(item: FeedbackInput) -> tuple:
+    return (item.kind, item.score, item.comment)
+
+
+def _existing_ids(
+    keys: Sequence[tuple[str, str]],
+) -> dict[tuple[str, str], tuple[int, tuple]]:
+    """Return the id and content (kind, score, comment) stored under each key."""
     by_source: dict[str, list[str]] = {}
     for source, external_id in keys:
         by_source.setdefault(source, []).append(external_id)
-    found: dict[tuple[str, str], int] = {}
+    found: dict[tuple[str, str], tuple[int, tuple]] = {}
     for source, external_ids in by_source.items():
         rows = Feedback.objects.filter(
             source=source, external_id__in=set(external_ids)
-        ).values_list("external_id", "id")
-        found.update({(source, external_id): pk for external_id, pk in rows})
+        ).values_list("external_id", "id", "kind", "score", "comment")
+        found.update(
+            {
+                (source, external_id): (pk, (kind, score, comment))
+                for external_id, pk, kind, score, comment in rows
+            }
+        )
     return found
 
 

@@ -166,3 +166,16 @@ def test_post_email_without_customer_groups_cases(client):
 
 def test_post_anonymous_gets_401():
     assert APIClient().post(URL, detractor(), format="json").status_code == 401
+
+
+def test_post_reused_id_with_other_content_rejected(client):
+    client.post(URL, detractor(), format="json")
+    response = client.post(URL, [detractor(score=9), detractor(external_id="new")], format="json")
+    body = response.json()
+    assert response.status_code == 400
+    assert body["errors"][0]["index"] == 0
+    assert body["errors"][0]["field"] == "external_id"
+    assert "already stored with a different" in body["errors"][0]["message"]
+    assert body["results"] == [{"index": 1, "id": Feedback.objects.get(external_id="new").id, "status": "created"}]
+    assert body["duplicates"] == 0
+    assert Feedback.objects.get(external_id="s-1").score == 2

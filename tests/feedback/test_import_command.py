@@ -49,7 +49,7 @@ def test_import_summary_line_and_rows(tmp_path):
 
 
 def test_import_twice_counts_duplicates(tmp_path):
-    path = write(tmp_path, "external_id,score\nx1,3\nx2,9\nx1,4\n")
+    path = write(tmp_path, "external_id,score\nx1,3\nx2,9\nx1,3\n")
     assert run_import(path, "--source", "survey", "--kind", "nps") == (
         "imported 2, duplicates 1, rejected 0"
     )
@@ -250,3 +250,23 @@ def test_import_jsonl_invalid_object_kept_in_report(tmp_path):
     run_import(path, "--source", "survey", "--kind", "nps")
     row = rejected_rows(path)[0]
     assert json.loads(row["line"]) == {"external_id": "v1", "score": 42}
+
+
+def test_import_id_clash_with_other_content_rejected(tmp_path):
+    first = write(tmp_path, "external_id,score,comment\n0,1,late\n1,5,great\n", name="a.csv")
+    second = write(tmp_path, "external_id,score,comment\n0,1,late\n1,2,broken\n", name="b.csv")
+    run_import(first, "--source", "review", "--kind", "rating")
+
+    summary = run_import(second, "--source", "review", "--kind", "rating")
+
+    assert summary == "imported 0, duplicates 1, rejected 1"
+    reason = rejected_rows(second)[0]["reason"]
+    assert "external_id '1' of source 'review' is already stored with a different" in reason
+    assert Feedback.objects.get(external_id="1").score == 5
+
+
+def test_import_same_id_twice_in_file_with_other_content(tmp_path):
+    path = write(tmp_path, "external_id,score\nk1,3\nk1,4\n")
+    assert run_import(path, "--source", "survey", "--kind", "csat") == (
+        "imported 1, duplicates 0, rejected 1"
+    )
