@@ -188,6 +188,15 @@ class MetricRollup(models.Model):
                 name="metric_rollup_unique",
             )
         ]
+        # metric_summary filters on kind, topic key and often touchpoint, then
+        # groups by day. Without this index each call reads every rollup row
+        # of the kind.
+        indexes = [
+            models.Index(
+                fields=["kind", "topic_key", "touchpoint", "day"],
+                name="metric_rollup_summary",
+            )
+        ]
 
 
 class CustomerErasure(models.Model):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from oscm.errors import DomainError
 
+from . import pgcopy
 from .analysis import Analyzer, TextAnalysis
 from .intake import FeedbackInput, parse_score
 from .models import Customer, Feedback, FeedbackTopic
@@ -159,11 +160,15 @@ def _existing_ids(
     return found
 
 
+_CONTACT_FIELDS = ("email", "name", "language", "segment")
+
+
 def _customer_ids(items: Sequence[FeedbackInput]) -> dict[str, int]:
     """Return customer ids by external id, creating the customers not stored yet.
 
     Contact details fill blanks of an existing customer and never overwrite
-    a value already stored.
+    a value already stored. Stored customers are read as tuples, not model
+    instances, because a batch of thousands of rows reads thousands of them.
     """
     details: dict[str, FeedbackInput] = {}
     for item in items:
@@ -173,55 +178,80 @@ def _customer_ids(items: Sequence[FeedbackInput]) -> dict[str, int]:
         return {}
 
     stored = {
-        customer.external_id: customer
-        for customer in Customer.objects.filter(external_id__in=list(details)).only(
-            "id", "external_id", "email", "name", "language", "segment"
+        row[1]: row
+        for row in Customer.objects.filter(external_id__in=list(details)).values_list(
+            "id", "external_id", *_CONTACT_FIELDS
         )
     }
+    ids = {external_id: row[0] for external_id, row in stored.items()}
     missing = [key for key in details if key not in stored]
     if missing:
+        ids.update(_customers_create(missing, details))
+    _fill_customer_blanks(stored, details)
+    return ids
+
+
+def _customers_create(
+    keys: list[str], details: dict[str, FeedbackInput]
+) -> dict[str, int]:
+    """Insert new customers and return the ids of all ``keys``.
+
+    A customer that a concurrent batch created first is skipped by the
+    insert and read back afterwards.
+    """
+    # Other columns take their model defaults, evaluated once per batch.
+    defaults = {
+        field.column: field.get_default()
+        for field in Customer._meta.concrete_fields
+        if not field.primary_key and field.name not in ("external_id", *_CONTACT_FIELDS)
+    }
+    if connection.vendor == "postgresql":
+        columns = ("external_id", *_CONTACT_FIELDS, *defaults)
+        rows = [
+            (key, *(getattr(details[key], name) for name in _CONTACT_FIELDS), *defaults.values())
+            for key in keys
+        ]
+        returned = pgcopy.copy_insert(
+            Customer._meta.db_table,
+            columns,
+            rows,
+            on_conflict="(external_id) DO NOTHING",
+            returning="external_id, id",
+        )
+        ids = dict(returned)
+    else:
         Customer.objects.bulk_create(
             [
                 Customer(
                     external_id=key,
-                    email=details[key].email,
-                    name=details[key].name,
-                    language=details[key].language,
-                    segment=details[key].segment,
+                    **{name: getattr(details[key], name) for name in _CONTACT_FIELDS},
                 )
-                for key in missing
+                for key in keys
             ],
             ignore_conflicts=True,
         )
-        stored.update(
-            {
-                customer.external_id: customer
-                for customer in Customer.objects.filter(external_id__in=missing).only(
-                    "id", "external_id"
-                )
-            }
+        ids = {}
+    lost = [key for key in keys if key not in ids]
+    if lost:
+        ids.update(
+            Customer.objects.filter(external_id__in=lost).values_list("external_id", "id")
         )
-    _fill_customer_blanks(stored, details, skip=set(missing))
-    return {key: customer.id for key, customer in stored.items()}
+    return ids
 
 
 def _fill_customer_blanks(
-    stored: dict[str, Customer], details: dict[str, FeedbackInput], *, skip: set[str]
+    stored: dict[str, tuple], details: dict[str, FeedbackInput]
 ) -> None:
     changed = []
-    for key, customer in stored.items():
-        if key in skip:
-            continue
+    for key, (pk, _, *values) in stored.items():
         item = details[key]
-        updated = False
-        for name in ("email", "name", "language", "segment"):
-            if getattr(item, name) and not getattr(customer, name):
-                setattr(customer, name, getattr(item, name))
-                updated = True
-        if updated:
-            changed.append(customer)
+        contact = dict(zip(_CONTACT_FIELDS, values))
+        blanks = [name for name, value in contact.items() if not value and getattr(item, name)]
+        if blanks:
+            contact.update({name: getattr(item, name) for name in blanks})
+            changed.append(Customer(pk=pk, **contact))
     if changed:
-        Customer.objects.bulk_update(changed, ["email", "name", "language", "segment"])
+        Customer.objects.bulk_update(changed, list(_CONTACT_FIELDS))
 
 
 _FEEDBACK_COLUMNS = (
@@ -253,9 +283,9 @@ def _insert_feedback(
 ) -> dict[tuple[str, str], int]:
     """Insert feedback rows, skipping any whose key a concurrent batch stored.
 
-    Returns the new ids by (source, external id). A multi-row INSERT with
-    ON CONFLICT DO NOTHING RETURNING runs on PostgreSQL and SQLite alike and
-    costs one round trip per chunk instead of one per row.
+    Returns the new ids by (source, external id). Both paths end in
+    ON CONFLICT DO NOTHING RETURNING: PostgreSQL gets the rows by COPY
+    through a staging table, SQLite in multi-row INSERTs, one per chunk.
     """
     adapt = connection.ops.adapt_datetimefield_value
     stamp = adapt(now)
@@ -281,14 +311,22 @@ def _insert_feedback(
                 stamp,
             )
         )
-    returned = _insert_rows(
-        Feedback._meta.db_table,
-        _FEEDBACK_COLUMNS,
-        rows,
-        conflict="(source, external_id)",
-        returning="id, source, external_id",
-        casts={"raw": "::jsonb"} if connection.vendor == "postgresql" else {},
-    )
+    if connection.vendor == "postgresql":
+        returned = pgcopy.copy_insert(
+            Feedback._meta.db_table,
+            _FEEDBACK_COLUMNS,
+            rows,
+            on_conflict="(source, external_id) DO NOTHING",
+            returning="id, source, external_id",
+        )
+    else:
+        returned = _insert_rows(
+            Feedback._meta.db_table,
+            _FEEDBACK_COLUMNS,
+            rows,
+            conflict="(source, external_id)",
+            returning="id, source, external_id",
+        )
     return {(source, external_id): pk for pk, source, external_id in returned}
 
 
@@ -298,8 +336,14 @@ def _insert_topics(won: Sequence[tuple[FeedbackInput, TextAnalysis, int]]) -> No
         for _, analysis, feedback_id in won
         for topic_id in analysis.topic_ids
     ]
-    if rows:
-        _insert_rows(FeedbackTopic._meta.db_table, ("feedback_id", "topic_id"), rows)
+    if not rows:
+        return
+    columns = ("feedback_id", "topic_id")
+    if connection.vendor == "postgresql":
+        # The feedback ids are new in this transaction, so no row can conflict.
+        pgcopy.copy_rows(FeedbackTopic._meta.db_table, columns, rows)
+    else:
+        _insert_rows(FeedbackTopic._meta.db_table, columns, rows)
 
 
 def _insert_rows(
@@ -309,11 +353,9 @@ def _insert_rows(
     *,
     conflict: str = "",
     returning: str = "",
-    casts: dict[str, str] | None = None,
 ) -> list[tuple]:
-    casts = casts or {}
     quote = connection.ops.quote_name
-    placeholder = "(" + ", ".join("%s" + casts.get(column, "") for column in columns) + ")"
+    placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
     head = f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) VALUES "
     tail = f" ON CONFLICT {conflict} DO NOTHING" if conflict else " ON CONFLICT DO NOTHING"
     if returning:
