@@ -51,12 +51,16 @@ def _rollup_keys(entry: RollupEntry) -> list[RollupKey]:
     return keys
 
 
-def _aggregate(entries: Iterable[RollupEntry], sign: int) -> Counter[RollupKey]:
+def _aggregate(
+    entries: Iterable[RollupEntry], sign: int, *, topics_only: bool = False
+) -> Counter[RollupKey]:
     deltas: Counter[RollupKey] = Counter()
     for entry in entries:
         if entry[5] is None:
             continue
         for key in _rollup_keys(entry):
+            if topics_only and key[4] == 0:
+                continue
             deltas[key] += sign
     return deltas
 
@@ -105,21 +109,24 @@ def _chunk_size() -> int:
     return max(1, max_params // len(_ROW_FIELDS))
 
 
-def rollup_record(entries: Iterable[RollupEntry], *, sign: int = 1) -> int:
+def rollup_record(
+    entries: Iterable[RollupEntry], *, sign: int = 1, topics_only: bool = False
+) -> int:
     """Add ``sign`` times each scored entry to its rollup rows.
 
     Each entry adds to its ``topic_key=0`` row and to one row per topic id,
     on the UTC date of ``occurred_at``. Entries with a None score are skipped.
     ``sign=-1`` subtracts, so a score correction is ``sign=-1`` with the old
-    entry and then ``sign=1`` with the new one. Returns the number of rows
-    written.
+    entry and then ``sign=1`` with the new one. ``topics_only`` skips the
+    ``topic_key=0`` rows, for feedback whose topics were found after it was
+    counted. Returns the number of rows written.
 
     Call it in the transaction that writes the feedback, so the rollup and
     the feedback commit together and ``rollup_rebuild`` reads both or neither.
     """
     if sign not in (1, -1):
         raise ValueError(f"sign must be 1 or -1, got {sign}")
-    deltas = _aggregate(entries, sign)
+    deltas = _aggregate(entries, sign, topics_only=topics_only)
     # Sorted keys make concurrent writers lock rows in the same order, which
     # prevents deadlocks between two intake batches on PostgreSQL.
     rows = [(*key, delta) for key, delta in sorted(deltas.items()) if delta != 0]

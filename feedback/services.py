@@ -4,7 +4,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.db import connection, transaction
@@ -397,3 +397,56 @@ def feedback_correct_score(*, feedback: Feedback, score: object) -> Feedback:
         locked.save(update_fields=["score"])
     logger.info("feedback score corrected", extra={"feedback_id": locked.pk})
     return locked
+
+
+def feedback_analyze_pending(*, limit: int = 2000, older_than_seconds: int = 0) -> int:
+    """Analyse stored feedback that never went through analysis; return how many.
+
+    Intake analyses every row before storing it, so this only finds rows
+    written some other way, such as a data migration or a script. Each row
+    gets language, sentiment and topics, and its topics are added to the
+    rollups (its all-topics row was counted when it was stored). Rows are
+    claimed with SKIP LOCKED on PostgreSQL, so overlapping sweeps split the
+    work instead of repeating it.
+    """
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    analyzer = Analyzer.from_database()
+    with transaction.atomic():
+        rows = list(
+            Feedback.objects.filter(analyzed_at__isnull=True, received_at__lte=cutoff)
+            .order_by("pk")
+            .select_for_update(skip_locked=True)
+            .only("id", "comment", "language", "occurred_at", "kind", "source", "touchpoint", "score")[
+                :limit
+            ]
+        )
+        if not rows:
+            return 0
+        analyses = analyzer.analyze_many((row.comment, row.language) for row in rows)
+        now = timezone.now()
+        for row, analysis in zip(rows, analyses):
+            row.language = row.language or analysis.language
+            row.sentiment = analysis.sentiment
+            row.sentiment_label = analysis.sentiment_label
+            row.primary_topic_id = analysis.topic_ids[0] if analysis.topic_ids else None
+            row.analyzed_at = now
+        Feedback.objects.bulk_update(
+            rows, ["language", "sentiment", "sentiment_label", "primary_topic", "analyzed_at"]
+        )
+        FeedbackTopic.objects.bulk_create(
+            [
+                FeedbackTopic(feedback_id=row.pk, topic_id=topic_id)
+                for row, analysis in zip(rows, analyses)
+                for topic_id in analysis.topic_ids
+            ],
+            ignore_conflicts=True,
+        )
+        rollup_record(
+            (
+                (row.occurred_at, row.kind, row.source, row.touchpoint, analysis.topic_ids, row.score)
+                for row, analysis in zip(rows, analyses)
+            ),
+            topics_only=True,
+        )
+    logger.info("analysed feedback stored without analysis", extra={"feedback_count": len(rows)})
+    return len(rows)

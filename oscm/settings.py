@@ -203,6 +203,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("OSCM_SWEEP_SECONDS", 60),
         "options": {"expires": 55},
     },
+    "feedback-analyze-pending": {
+        "task": "feedback.tasks.feedback_analyze_pending_task",
+        "schedule": env_int("OSCM_SWEEP_SECONDS", 60),
+        "options": {"expires": 55},
+    },
     "case-sla-sweep": {
         "task": "cases.tasks.case_sla_sweep_task",
         "schedule": 60,
