@@ -1,8 +1,13 @@
-"""Login rate limits kept in Django's cache, per username and per client IP.
+"""Login rate limits kept in Django's cache.
 
-Failed logins count against both keys in fixed windows; once either key
-reaches the limit, further attempts get 429 with Retry-After until the
-window ends, even with the right password. The token endpoint and the admin
+Failed logins count in fixed windows against three keys, each with its own
+limit: the username from one client IP (tight, stops guessing one
+password), the username from any IP (looser, slows guessing spread over
+many addresses) and the client IP for any username (loosest, slows
+password spraying without letting a few typos from a shared address or a
+reverse proxy lock everyone out). Once a key reaches its limit, further
+attempts on it get 429 with Retry-After until the window ends, even with
+the right password. The token endpoint, the workspace login and the admin
 login share one limiter.
 """
 
@@ -18,28 +23,32 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 logger = logging.getLogger(__name__)
 
-# Failed attempts allowed per username and per IP within one window.
+# Failed attempts allowed within one window, per key.
 LOGIN_MAX_FAILURES = 5
+LOGIN_MAX_FAILURES_PER_USERNAME = 20
+LOGIN_MAX_FAILURES_PER_IP = 50
 LOGIN_WINDOW_SECONDS = 60
 
 
 @dataclass(frozen=True)
 class LoginRateLimiter:
     max_failures: int = LOGIN_MAX_FAILURES
+    max_failures_per_username: int = LOGIN_MAX_FAILURES_PER_USERNAME
+    max_failures_per_ip: int = LOGIN_MAX_FAILURES_PER_IP
     window_seconds: int = LOGIN_WINDOW_SECONDS
 
     def retry_after(self, *, username: str, ip: str) -> int:
         """Return the seconds until a blocked client may try again, 0 if not blocked."""
         window, remaining = self._window()
-        keys = self._keys(username=username, ip=ip, window=window)
-        counts = cache.get_many(keys)
-        if any(count >= self.max_failures for count in counts.values()):
+        limits = self._limits(username=username, ip=ip, window=window)
+        counts = cache.get_many(list(limits))
+        if any(count >= limits[key] for key, count in counts.items()):
             return remaining
         return 0
 
     def record_failure(self, *, username: str, ip: str) -> None:
         window, _ = self._window()
-        for key in self._keys(username=username, ip=ip, window=window):
+        for key in self._limits(username=username, ip=ip, window=window):
             # add() creates the counter only if missing, so incr() never
             # raises for a key another process created first.
             cache.add(key, 0, timeout=self.window_seconds + 1)
@@ -55,14 +64,15 @@ class LoginRateLimiter:
         now = int(time.time())
         return now // self.window_seconds, self.window_seconds - now % self.window_seconds
 
-    @staticmethod
-    def _keys(*, username: str, ip: str, window: int) -> list[str]:
+    def _limits(self, *, username: str, ip: str, window: int) -> dict[str, int]:
+        """Return each cache key of this attempt with its failure limit."""
         # Hashing keeps arbitrary usernames within cache key rules.
         name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
-        keys = [f"login-fail:user:{name}:{window}"]
+        limits = {f"login-fail:user:{name}:{window}": self.max_failures_per_username}
         if ip:
-            keys.append(f"login-fail:ip:{ip}:{window}")
-        return keys
+            limits[f"login-fail:user-ip:{name}:{ip}:{window}"] = self.max_failures
+            limits[f"login-fail:ip:{ip}:{window}"] = self.max_failures_per_ip
+        return limits
 
 
 login_rate_limiter = LoginRateLimiter()

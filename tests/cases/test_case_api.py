@@ -435,7 +435,7 @@ def _set_password(user, password: str) -> None:
     user.save()
 
 
-def test_token_rate_limited_per_username():
+def test_token_rate_limited_per_username_and_ip():
     user = UserFactory(username="alice")
     _set_password(user, "right-password-1")
     client = APIClient()
@@ -444,26 +444,65 @@ def test_token_rate_limited_per_username():
         client.post(
             "/api/v1/auth/token/",
             {"username": "alice", "password": "wrong"},
-            REMOTE_ADDR=f"127.0.0.{index + 1}",
+            REMOTE_ADDR="127.0.0.7",
         )
-        for index in range(5)
+        for _ in range(5)
     ]
     blocked = client.post(
         "/api/v1/auth/token/",
         {"username": "alice", "password": "right-password-1"},
-        REMOTE_ADDR="127.0.0.99",
+        REMOTE_ADDR="127.0.0.7",
+    )
+    elsewhere = client.post(
+        "/api/v1/auth/token/",
+        {"username": "alice", "password": "right-password-1"},
+        REMOTE_ADDR="127.0.0.8",
     )
 
     assert [response.status_code for response in failures] == [400] * 5
     assert blocked.status_code == 429
     assert 1 <= int(blocked["Retry-After"]) <= 60
     assert "Too many failed login attempts" in blocked.json()["detail"]
+    assert elsewhere.status_code == 200
+
+
+def test_token_rate_limited_per_username_across_ips():
+    UserFactory(username="carol")
+    client = APIClient()
+
+    for index in range(20):
+        client.post(
+            "/api/v1/auth/token/",
+            {"username": "carol", "password": "wrong"},
+            REMOTE_ADDR=f"127.0.1.{index + 1}",
+        )
+    blocked = client.post(
+        "/api/v1/auth/token/", {"username": "carol", "password": "x"}, REMOTE_ADDR="127.0.2.1"
+    )
+
+    assert blocked.status_code == 429
+
+
+def test_token_failures_of_others_do_not_lock_out_a_user():
+    user = UserFactory(username="dave")
+    _set_password(user, "right-password-4")
+    client = APIClient()
+
+    for index in range(10):
+        client.post(
+            "/api/v1/auth/token/", {"username": f"nobody{index}", "password": "wrong"}
+        )
+    response = client.post(
+        "/api/v1/auth/token/", {"username": "dave", "password": "right-password-4"}
+    )
+
+    assert response.status_code == 200
 
 
 def test_token_rate_limited_per_ip():
     client = APIClient()
 
-    for index in range(5):
+    for index in range(50):
         client.post(
             "/api/v1/auth/token/", {"username": f"user{index}", "password": "wrong"}
         )
