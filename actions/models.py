@@ -85,8 +85,9 @@ class ActionEvent(models.Model):
     """One entry of an action's timeline. Rows are only ever added."""
 
     action = models.ForeignKey(Action, on_delete=models.CASCADE, related_name="events")
+    # PROTECT, as on case events: deactivate users with history instead.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     kind = models.CharField(max_length=30)
     changes = models.JSONField(default=dict, blank=True)

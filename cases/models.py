@@ -91,6 +91,9 @@ class Team(models.Model):
                 fields=["is_fallback"], condition=Q(is_fallback=True), name="team_one_fallback"
             )
         ]
+        permissions = [
+            ("administer", "Can administer every team, rule, case and customer"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -378,8 +381,10 @@ class CaseEvent(models.Model):
         WRONG_CONTACT = "wrong_contact", "Wrong contact details"
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
+    # PROTECT keeps the timeline true: a user with history is deactivated,
+    # never deleted, so no event loses its author. A null actor is the system.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
     changes = models.JSONField(default=dict, blank=True)

@@ -2,9 +2,10 @@
 
 Agents see and work the cases of their own teams. Leads do the same and
 also assign, reassign, change priority, move cases and create remediation
-actions in their teams. Admins see and do everything: superusers, and staff
-users who belong to no team. Agents and leads may get staff status to work
-in the Django admin and stay limited to their teams there. A case outside
+actions in their teams. Admins see and do everything: superusers, and users
+granted the ``cases.administer`` permission (the "OSCM admins" group).
+Agents and leads may get staff status to work in the Django admin and stay
+limited to their teams there. A case outside
 the user's teams is treated as missing (404), never as forbidden, so its
 existence is not revealed.
 """
@@ -15,18 +16,24 @@ from django.db.models import QuerySet, Subquery
 from .models import Case, TeamMember
 
 
+ADMIN_PERMISSION = "cases.administer"
+ADMIN_GROUP = "OSCM admins"
+
+
 def user_is_admin(user: AbstractBaseUser) -> bool:
+    """Return whether the user administers every team.
+
+    Superusers do, and active staff users granted ``cases.administer``, most
+    simply by joining the "OSCM admins" group. Staff status alone is not
+    enough: agents and leads may be staff to work in the Django admin, and
+    leaving their last team must not turn them into admins. Checking staff
+    status first spares the permission queries for agents who are not staff.
+    """
     if not (user.is_authenticated and user.is_active):
         return False
     if user.is_superuser:
         return True
-    if not user.is_staff:
-        return False
-    cached = getattr(user, "_oscm_is_admin", None)
-    if cached is None:
-        cached = not TeamMember.objects.filter(user_id=user.pk).exists()
-        user._oscm_is_admin = cached
-    return cached
+    return user.is_staff and user.has_perm(ADMIN_PERMISSION)
 
 
 def user_team_ids(user: AbstractBaseUser, *, role: str | None = None) -> set[int]:

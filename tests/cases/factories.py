@@ -101,7 +101,7 @@ def make_personas(*, team_a: Team, team_b: Team) -> dict:
     ``non_staff`` is an agent of team A without it. ``anonymous`` is None.
     """
     superuser = StaffUserFactory(username="root", is_superuser=True)
-    staff_admin = StaffUserFactory(username="staff_admin")
+    staff_admin = grant_admin(StaffUserFactory(username="staff_admin"))
     lead_a = TeamMemberFactory(
         team=team_a, user=StaffUserFactory(username="lead_a"), role=TeamMember.Role.LEAD
     ).user
@@ -148,3 +148,13 @@ class SlaPolicyFactory(factory.django.DjangoModelFactory):
     position = 50
     first_response_minutes = 60
     resolution_minutes = 480
+
+
+def grant_admin(user):
+    """Give ``user`` the administer permission, as the "OSCM admins" group does."""
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(
+        Permission.objects.get(content_type__app_label="cases", codename="administer")
+    )
+    return user

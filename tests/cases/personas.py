@@ -7,7 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from cases.models import Case, Team, TeamMember
 
-from .factories import CaseFactory, TeamFactory, TeamMemberFactory, UserFactory
+from .factories import CaseFactory, TeamFactory, TeamMemberFactory, UserFactory, grant_admin
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Personas:
 def make_personas() -> Personas:
     team_a = TeamFactory(name="Team A")
     team_b = TeamFactory(name="Team B")
-    admin = UserFactory(username="admin", is_staff=True)
+    admin = grant_admin(UserFactory(username="admin", is_staff=True))
     lead_a = TeamMemberFactory(
         team=team_a, user=UserFactory(username="lead_a"), role=TeamMember.Role.LEAD
     ).user

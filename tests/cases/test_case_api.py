@@ -611,3 +611,33 @@ def test_staff_lead_is_not_admin(people):
     response = _client(people.lead_a).get("/api/v1/teams/")
 
     assert response.status_code == 403
+
+
+def test_staff_without_team_is_not_admin():
+    from cases.permissions import user_is_admin
+
+    user = UserFactory(username="former_agent", is_staff=True)
+    assert user_is_admin(user) is False
+
+
+def test_admin_group_grants_admin():
+    from django.contrib.auth.models import Group
+
+    from cases.permissions import ADMIN_GROUP, user_is_admin
+
+    user = UserFactory(username="new_admin", is_staff=True)
+    user.groups.add(Group.objects.get(name=ADMIN_GROUP))
+    user = type(user).objects.get(pk=user.pk)
+    assert user_is_admin(user) is True
+
+
+def test_user_with_history_cannot_be_deleted():
+    from django.db.models import ProtectedError
+
+    from cases.models import CaseEvent
+
+    case = CaseFactory()
+    author = UserFactory(username="author")
+    CaseEvent.objects.create(case=case, actor=author, kind=CaseEvent.Kind.COMMENT, body="x")
+    with pytest.raises(ProtectedError):
+        author.delete()
