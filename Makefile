@@ -21,8 +21,9 @@ run: install
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py load_demo
 	$(PY) manage.py ensure_admin
-	@echo "Serving OSCM on http://$(HOST):$(PORT)/admin/ (Ctrl-C stops it)"
-	@$(PY) manage.py run_scheduler & scheduler=$$!; \
+	@echo "Serving OSCM on http://$(HOST):$(PORT)/ and the admin on /admin/ (Ctrl-C stops it)"
+	@export OSCM_BASE_URL=$${OSCM_BASE_URL:-http://$(HOST):$(PORT)}; \
+	$(PY) manage.py run_scheduler & scheduler=$$!; \
 	trap 'kill $$scheduler 2>/dev/null' EXIT INT TERM; \
 	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
 

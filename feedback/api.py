@@ -2,10 +2,12 @@
 
 from django.utils import timezone
 from rest_framework import serializers, status
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cases.permissions import user_is_admin
 from oscm.errors import DomainError
 
 from .intake import InvalidItem, validate_item
@@ -83,14 +85,34 @@ class MetricSummaryView(APIView):
 MAX_ITEMS_PER_REQUEST = 1000
 
 
+class CanSubmitFeedback(BasePermission):
+    """Admins, and accounts granted ``feedback.add_feedback``: the survey tool,
+    review scraper or help desk that feeds OSCM. Agents may not, because new
+    feedback opens cases, fills customers' contact details and moves metrics."""
+
+    message = (
+        "Submitting feedback needs the 'feedback | feedback | Can add feedback' "
+        "permission; ask an admin to grant it to this account."
+    )
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return user_is_admin(user) or user.has_perm("feedback.add_feedback")
+
+
 class FeedbackIntakeView(APIView):
     """Record one feedback object or a list of them.
 
     Returns 201 with one result per item when every item is valid. When some
     items are invalid it returns 400 with their errors by index, and the
     valid items are stored all the same (their ids are in ``results``).
-    Sending an item again returns its stored id as a duplicate.
+    Sending an item again returns its stored id as a duplicate. Items
+    without an external id are told apart by content and by their position
+    among identical items of the request, so two identical anonymous answers
+    are two feedback, and retrying the whole request adds nothing.
     """
+
+    permission_classes = [IsAuthenticated, CanSubmitFeedback]
 
     def post(self, request):
         payload = request.data
@@ -106,11 +128,18 @@ class FeedbackIntakeView(APIView):
         valid: list[tuple[int, object]] = []
         errors = []
         now = timezone.now()
+        occurrences: dict[str, int] = {}
         for index, item in enumerate(items):
             try:
-                valid.append((index, validate_item(item, now=now)))
+                feedback = validate_item(item, now=now)
             except InvalidItem as error:
                 errors.append({"index": index, "field": error.field, "message": error.message})
+                continue
+            if isinstance(item, dict) and not item.get("external_id"):
+                seen = occurrences.get(feedback.external_id, 0)
+                occurrences[feedback.external_id] = seen + 1
+                feedback.external_id = f"{feedback.external_id}:{seen}"
+            valid.append((index, feedback))
 
         result = feedback_ingest(inputs=[feedback for _, feedback in valid])
         results = []

@@ -1,5 +1,6 @@
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -13,7 +14,9 @@ URL = "/api/v1/feedback/"
 
 @pytest.fixture
 def user():
-    return get_user_model().objects.create_user("integration", password="pw-123456789")
+    account = get_user_model().objects.create_user("integration", password="pw-123456789")
+    account.user_permissions.add(Permission.objects.get(codename="add_feedback"))
+    return account
 
 
 @pytest.fixture
@@ -179,3 +182,22 @@ def test_post_reused_id_with_other_content_rejected(client):
     assert body["results"] == [{"index": 1, "id": Feedback.objects.get(external_id="new").id, "status": "created"}]
     assert body["duplicates"] == 0
     assert Feedback.objects.get(external_id="s-1").score == 2
+
+
+def test_post_without_permission_forbidden():
+    agent = get_user_model().objects.create_user("agent", password="pw-123456789")
+    api = APIClient()
+    api.force_authenticate(agent)
+    response = api.post(URL, detractor(), format="json")
+    assert response.status_code == 403
+    assert "Can add feedback" in response.json()["detail"]
+    assert Feedback.objects.count() == 0
+
+
+def test_post_identical_anonymous_items_are_distinct(client):
+    item = {"kind": "nps", "source": "survey", "score": 10}
+    first = client.post(URL, [item, item], format="json").json()
+    again = client.post(URL, [item, item], format="json").json()
+    assert first["created"] == 2
+    assert again["duplicates"] == 2
+    assert Feedback.objects.count() == 2
