@@ -243,3 +243,22 @@ def test_config_models_hidden_from_agents_index(client, world):
         for model in app["models"]
     }
     assert models == {"Case", "Customer", "Feedback"}
+
+
+def test_admin_group_member_manages_team_members(client, django_user_model):
+    from django.contrib.auth.models import Group
+
+    from cases.models import Team
+    from cases.permissions import ADMIN_GROUP
+
+    member = django_user_model.objects.create_user("group_admin", is_staff=True)
+    member.groups.add(Group.objects.get(name=ADMIN_GROUP))
+    client.force_login(member)
+    team = Team.objects.first()
+
+    page = client.get(f"/admin/cases/team/{team.pk}/change/")
+
+    assert page.status_code == 200
+    assert "members-TOTAL_FORMS" in page.content.decode()
+    assert client.get("/admin/auth/user/").status_code == 200
+    assert client.get("/admin/authtoken/tokenproxy/").status_code == 200
