@@ -313,6 +313,10 @@ class Case(models.Model):
             models.Index(fields=["team", "state", "-opened_at"], name="case_team_state_opened"),
             # A team's newest cases in any state: the case list's default page.
             models.Index(fields=["team", "-opened_at"], name="case_team_opened"),
+            # A team's cases by the inbox's priority sort, most urgent first.
+            models.Index(
+                fields=["team", "-priority", "opened_at", "id"], name="case_team_priority_opened"
+            ),
             models.Index(fields=["assignee", "state"], name="case_assignee_state"),
             models.Index(fields=["customer", "-opened_at"], name="case_customer_opened"),
             models.Index(

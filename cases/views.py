@@ -275,7 +275,11 @@ def _inbox_queryset(
     # Without a state filter the inbox lists open cases only.
     if not request.GET.getlist("state"):
         cases = cases.filter(is_open=True)
-    filterset = CaseFilter(request.GET, queryset=cases_visible_to(user, cases))
+    # Team ids as constants let PostgreSQL read a team's cases in the
+    # order of an index (case_team_opened, case_team_priority_opened) and
+    # stop at the page size, for one more query.
+    visible = cases_visible_to(user, cases, inline_team_ids=True)
+    filterset = CaseFilter(request.GET, queryset=visible)
     sort = request.GET.get("sort", "due")
     if sort not in INBOX_SORTS:
         sort = "due"
@@ -286,8 +290,9 @@ def _inbox_queryset(
 def inbox(request: HttpRequest) -> HttpResponse:
     """List the user's cases and their teams' unassigned cases.
 
-    Costs a fixed number of queries whatever the page size: one count, one
-    page with its related rows, and the topics of the filter.
+    Costs a fixed number of queries whatever the page size: the user's
+    team ids, one count, one page with its related rows, and the topics of
+    the filter.
     """
     cases, filterset, scope, sort = _inbox_queryset(request)
     page = Paginator(cases, _page_size(request)).get_page(request.GET.get("page"))

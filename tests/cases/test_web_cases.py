@@ -7,7 +7,7 @@ from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
-from cases.models import Case, CaseEvent, RootCause, TeamMember
+from cases.models import Case, CaseEvent, Priority, RootCause, TeamMember
 
 from .factories import CaseFactory, TeamMemberFactory, UserFactory
 from .personas import make_personas
@@ -113,11 +113,11 @@ def test_inbox_query_count_flat(client, people, django_assert_num_queries):
         CaseFactory(team=people.team_a)
     client.force_login(people.agent_a)
     url = reverse("cases_web:inbox")
-    # Session, user, topics of the filter, count, page, and the lead flag of
-    # the navigation.
-    with django_assert_num_queries(6):
+    # Session, user, the user's team ids, topics of the filter, count, page,
+    # and the lead flag of the navigation.
+    with django_assert_num_queries(7):
         small = client.get(url, {"page_size": 25})
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(7):
         large = client.get(url, {"page_size": 100})
     assert small.content.count(b'class="row-link"') == 25
     assert large.content.count(b'class="row-link"') == 100
@@ -328,3 +328,25 @@ def test_language_switch_sets_cookie(client, people):
     )
     assert response.status_code == 302
     assert response.cookies["django_language"].value == "id"
+
+
+def test_inbox_priority_sort_puts_urgent_first(client, people):
+    low = CaseFactory(team=people.team_a, priority=Priority.LOW)
+    urgent = CaseFactory(team=people.team_a, priority=Priority.URGENT)
+    client.force_login(people.agent_a)
+    response = client.get(reverse("cases_web:inbox"), {"sort": "priority"})
+    content = response.content
+    assert content.index(f"#{urgent.pk}<".encode()) < content.index(
+        f"#{people.case_a.pk}<".encode()
+    )
+    assert content.index(f"#{people.case_a.pk}<".encode()) < content.index(
+        f"#{low.pk}<".encode()
+    )
+
+
+def test_inbox_of_user_without_team_is_empty(client, people):
+    client.force_login(people.no_team)
+    response = client.get(reverse("cases_web:inbox"))
+    assert response.status_code == 200
+    assert b'class="row-link"' not in response.content
+    assert b"No cases match these filters." in response.content
