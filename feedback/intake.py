@@ -2,7 +2,7 @@
 
 Pure functions with no database access: each turns one raw item into a
 ``FeedbackInput`` or raises ``InvalidItem`` with a message that names the
-value and says how to fix it.
+value and how to fix it.
 """
 
 import hashlib
