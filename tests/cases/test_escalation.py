@@ -571,3 +571,93 @@ def test_sweep_breach_emits_escalated_webhook_once(
     assert body["data"]["id"] == case.pk
     assert body["data"]["sla_target"] == "first_response"
     assert body["data"]["priority"] == Priority.HIGH
+
+
+@pytest.mark.django_db
+def test_sweep_breach_events_fill_defaults(
+    team, lead, django_capture_on_commit_callbacks
+):
+    # On PostgreSQL the events go through COPY, which skips the ORM, so the
+    # columns the sweep leaves out must still get the model's defaults.
+    case = _open_case(team, first_response_warned_at=MONDAY)
+    now = _utc(2025, 3, 3, 17)
+
+    _sweep(django_capture_on_commit_callbacks, now)
+
+    breach = case.events.get(kind=CaseEvent.Kind.SLA_BREACH)
+    raised = case.events.get(kind=CaseEvent.Kind.PRIORITY_CHANGED)
+    for event in (breach, raised):
+        assert event.actor_id is None
+        assert event.visibility == ""
+        assert event.channel == ""
+        assert event.outcome == ""
+        assert event.created_at == now
+    assert breach.body == ""
+    assert raised.body == "Raised after the first response SLA breach."
+
+
+@pytest.mark.django_db
+def test_sweep_warning_event_fills_defaults(
+    team, agent, django_capture_on_commit_callbacks
+):
+    case = _open_case(team, assignee=agent)
+    now = _utc(2025, 3, 3, 15)
+
+    _sweep(django_capture_on_commit_callbacks, now)
+
+    event = case.events.get(kind=CaseEvent.Kind.SLA_WARNING)
+    assert event.actor_id is None
+    assert event.body == ""
+    assert event.visibility == ""
+    assert event.created_at == now
+
+
+@pytest.mark.django_db
+def test_sweep_escalated_webhook_payload_fields(
+    team, agent, lead, django_capture_on_commit_callbacks
+):
+    import json
+
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    from cases.models import OutboxMessage, WebhookEndpoint
+    from cases.webhooks import case_webhook_payload
+
+    WebhookEndpoint.objects.create(
+        name="tracker", url="http://127.0.0.1:9/hook", secret="s", events=[]
+    )
+    case = _open_case(team, assignee=agent, first_response_warned_at=MONDAY)
+    # The payload describes the case as the sweep read it, with the raised
+    # priority and the breached target added, stored as JSON.
+    payload = {
+        **case_webhook_payload(case),
+        "priority": Priority.HIGH,
+        "sla_target": "first_response",
+    }
+    expected = json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
+
+    _sweep(django_capture_on_commit_callbacks, _utc(2025, 3, 3, 17))
+
+    message = OutboxMessage.objects.get(channel=OutboxMessage.Channel.WEBHOOK)
+    assert message.payload["body"]["data"] == expected
+
+
+@pytest.mark.django_db
+def test_sweep_pages_through_equal_due_times(
+    team, lead, agent, django_capture_on_commit_callbacks
+):
+    # Seven cases share one due time, so every page boundary falls inside it
+    # and paging must go on by id.
+    cases = [_open_case(team, assignee=agent) for _ in range(7)]
+
+    result = _sweep(
+        django_capture_on_commit_callbacks, _utc(2025, 3, 3, 15), batch_size=2
+    )
+
+    assert result == SweepResult(warned=7)
+    warned = Case.objects.filter(first_response_warned_at__isnull=False)
+    assert warned.count() == len(cases)
+    events = CaseEvent.objects.filter(kind=CaseEvent.Kind.SLA_WARNING)
+    assert sorted(events.values_list("case_id", flat=True)) == sorted(
+        case.pk for case in cases
+    )
