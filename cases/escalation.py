@@ -516,6 +516,7 @@ def _cases_breach(
             {
                 **case.webhook_payload(),
                 "priority": min(old + 1, Priority.URGENT),
+                "is_breached": True,
                 "sla_target": target.name,
             },
         )

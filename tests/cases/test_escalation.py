@@ -571,6 +571,7 @@ def test_sweep_breach_emits_escalated_webhook_once(
     assert body["data"]["id"] == case.pk
     assert body["data"]["sla_target"] == "first_response"
     assert body["data"]["priority"] == Priority.HIGH
+    assert body["data"]["is_breached"] is True
 
 
 @pytest.mark.django_db
@@ -627,11 +628,12 @@ def test_sweep_escalated_webhook_payload_fields(
         name="tracker", url="http://127.0.0.1:9/hook", secret="s", events=[]
     )
     case = _open_case(team, assignee=agent, first_response_warned_at=MONDAY)
-    # The payload describes the case as the sweep read it, with the raised
-    # priority and the breached target added, stored as JSON.
+    # The payload describes the case after the breach: the sweep's reading
+    # with the raised priority, the breach flag and the breached target.
     payload = {
         **case_webhook_payload(case),
         "priority": Priority.HIGH,
+        "is_breached": True,
         "sla_target": "first_response",
     }
     expected = json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
