@@ -8,7 +8,7 @@ raise 403 when the case is visible but the role is not enough.
 
 from datetime import datetime, timezone as dt_timezone
 
-from django.db.models import ProtectedError, QuerySet, Value
+from django.db.models import Prefetch, ProtectedError, QuerySet, Value
 from django.db.models.functions import Coalesce
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import permissions, serializers as drf_serializers, status, viewsets
@@ -29,7 +29,16 @@ from oscm.ratelimit import client_ip, login_rate_limiter, too_many_attempts
 
 from . import serializers, workflow
 from .filters import CaseFilter
-from .models import Case, CaseRule, RootCause, RoutingRule, SlaPolicy, Team, TeamMember
+from .models import (
+    Case,
+    CaseRule,
+    FollowUp,
+    RootCause,
+    RoutingRule,
+    SlaPolicy,
+    Team,
+    TeamMember,
+)
 from .permissions import cases_visible_to, user_is_admin
 
 # Latest feedback of the customer shown on the case detail.
@@ -140,7 +149,13 @@ class CaseViewSet(ApiAuthMixin, viewsets.ReadOnlyModelViewSet):
         """
         visible = (
             self.get_queryset()
-            .prefetch_related("trigger_feedback__topics", "events__actor")
+            .prefetch_related(
+                "trigger_feedback__topics",
+                "events__actor",
+                Prefetch(
+                    "follow_ups", queryset=FollowUp.objects.order_by("due_at", "pk")
+                ),
+            )
             .filter(pk=case.pk)
             .first()
         )
@@ -257,7 +272,8 @@ class CaseViewSet(ApiAuthMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=serializers.MergeInputSerializer, responses=_CASE_RESPONSES)
     @action(detail=True, methods=["post"])
     def merge(self, request: Request, pk=None) -> Response:
-        """Merge the case into another open case of the same customer."""
+        """Merge the case (open, resolved or closed) into another open case
+        of the same customer; leads of both teams and admins only."""
         case = self.get_object()
         data = self._input(serializers.MergeInputSerializer)
         into = cases_visible_to(request.user).filter(pk=data["into"]).first()

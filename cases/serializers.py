@@ -10,6 +10,7 @@ from .models import (
     Case,
     CaseEvent,
     CaseRule,
+    FollowUp,
     Priority,
     RootCause,
     RoutingRule,
@@ -150,10 +151,18 @@ class CaseEventSerializer(serializers.ModelSerializer):
         ]
 
 
+class FollowUpBriefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = FollowUp
+        fields = ["id", "state", "due_at", "sent_at", "answered_at"]
+        read_only_fields = fields
+
+
 class CaseDetailSerializer(CaseListSerializer):
-    """A case with its trigger feedback, the customer's history and the
-    timeline. The view passes ``customer_feedback`` and ``customer_cases`` in
-    the context, so each costs one query."""
+    """A case with its trigger feedback, the customer's history, recovery
+    and follow-ups, and the timeline. The view passes ``customer_feedback``
+    and ``customer_cases`` in the context and prefetches ``follow_ups``, so
+    each costs one query."""
 
     trigger_feedback = FeedbackSerializer(read_only=True)
     root_cause = RootCauseBriefSerializer(read_only=True)
@@ -161,6 +170,7 @@ class CaseDetailSerializer(CaseListSerializer):
     customer_feedback = serializers.SerializerMethodField()
     customer_cases = serializers.SerializerMethodField()
     timeline = CaseEventSerializer(source="events", many=True, read_only=True)
+    follow_ups = FollowUpBriefSerializer(many=True, read_only=True)
 
     class Meta(CaseListSerializer.Meta):
         fields = CaseListSerializer.Meta.fields + [
@@ -174,12 +184,17 @@ class CaseDetailSerializer(CaseListSerializer):
             "closed_at",
             "merged_into",
             "sla_paused_at",
+            "recovery_score_before",
+            "recovery_score_after",
+            "is_recovered",
+            "follow_ups",
             "allowed_states",
             "trigger_feedback",
             "customer_feedback",
             "customer_cases",
             "timeline",
         ]
+        read_only_fields = fields
 
     def get_allowed_states(self, case: Case) -> list[str]:
         from .workflow import case_allowed_states

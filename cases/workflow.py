@@ -19,7 +19,16 @@ from django.utils import timezone
 
 from oscm.errors import DomainError
 
-from .models import Case, CaseEvent, CaseFeedback, Priority, RootCause, Team, TeamMember
+from .models import (
+    Case,
+    CaseEvent,
+    CaseFeedback,
+    FollowUp,
+    Priority,
+    RootCause,
+    Team,
+    TeamMember,
+)
 from .permissions import user_is_admin, user_leads_team, user_team_ids
 from .webhooks import case_webhook_emit
 
@@ -143,18 +152,55 @@ def _save_reopened(*, case: Case, fields: list[str]) -> None:
     raise DomainError(
         f"Case #{case.pk} cannot be reopened: case #{other} is already open for "
         f"the same customer and topic. Merge case #{case.pk} into case #{other} "
-        "instead.",
+        "instead (leads and admins merge cases).",
         details={"open_case": other},
         status=409,
     )
 
 
 def _record_first_response(*, case: Case, now: datetime) -> dict:
-    """Set ``first_response_at`` on the first customer contact, only once."""
-    if case.first_response_at is not None:
+    """Set ``first_response_at`` on the first customer contact, only once.
+
+    A contact after the case was resolved is no first response, so the
+    field stays empty on a case resolved without one.
+    """
+    if case.first_response_at is not None or not case.is_open:
         return {}
     case.first_response_at = now
     return {"first_response_at": [None, now.isoformat()]}
+
+
+def _clear_resolution(*, case: Case) -> dict:
+    """Clear the root cause and resolution note of a case being reopened.
+
+    Returns the changes for the event, so the timeline keeps the old values.
+    """
+    changes = {}
+    if case.root_cause_id is not None:
+        changes["root_cause"] = [case.root_cause_id, None]
+    if case.resolution_note:
+        changes["resolution_note"] = [case.resolution_note, ""]
+    case.root_cause = None
+    case.resolution_note = ""
+    return changes
+
+
+def _require_contact_allowed(*, case: Case, entry: str) -> None:
+    """Raise 409 when the case is merged or closed, so the timeline ``entry``
+    (a contact attempt or a reply) goes on a case that is still worked."""
+    if case.merged_into_id is not None:
+        raise DomainError(
+            f"Case #{case.pk} was merged into case #{case.merged_into_id}: record "
+            f"the {entry} on case #{case.merged_into_id}.",
+            details={"state": case.state, "merged_into": case.merged_into_id},
+            status=409,
+        )
+    if case.state == State.CLOSED:
+        raise DomainError(
+            f"Case #{case.pk} is closed: reopen it before recording the {entry}.",
+            details={"state": case.state},
+            status=409,
+        )
 
 
 # Transitions
@@ -236,8 +282,9 @@ def case_transition(
 
     Resolving requires an active root cause and a resolution note. Entering
     ``waiting`` pauses the SLA clock and leaving it resumes the clock.
-    Reopening raises 409 when another case with the same dedup key is open.
-    Returns the updated case.
+    Reopening clears the root cause and resolution note (the event keeps the
+    old values) and raises 409 when another case with the same dedup key is
+    open. Returns the updated case.
     """
     with transaction.atomic():
         case = _lock(case)
@@ -256,10 +303,14 @@ def case_transition(
             case.root_cause = root_cause
             case.resolution_note = resolution_note
             fields += ["root_cause", "resolution_note"]
+        is_reopen = from_state in _CLOSED_STATES and to_state in Case.OPEN_STATES
+        if is_reopen:
+            changes.update(_clear_resolution(case=case))
+            fields += ["root_cause", "resolution_note"]
         _set_state(case=case, to_state=to_state, now=now)
         fields += _SLA_FIELDS
 
-        if from_state in _CLOSED_STATES and case.is_open:
+        if is_reopen:
             _save_reopened(case=case, fields=fields)
         else:
             case.save(update_fields=fields)
@@ -306,8 +357,10 @@ def case_assign_to(
     """Assign the case to a member of its team, or unassign it with None.
 
     Leads and admins assign anyone of the team. An agent may only take an
-    unassigned case for themselves. A new case becomes assigned, and an
-    unassigned case goes back to new (resuming the SLA clock if it waited).
+    unassigned case for themselves; taking a case already assigned to them
+    changes nothing and records no event. A new case becomes assigned, and
+    an unassigned case goes back to new (resuming the SLA clock if it
+    waited).
     """
     with transaction.atomic():
         case = _lock(case)
@@ -315,7 +368,7 @@ def case_assign_to(
         is_self_take = (
             assignee is not None
             and assignee.pk == actor.pk
-            and case.assignee_id is None
+            and case.assignee_id in (None, actor.pk)
         )
         if not is_self_take:
             _require_lead(actor=actor, case=case, action="assign other people")
@@ -463,10 +516,14 @@ def case_move_team(
 def case_merge(*, case: Case, actor: AbstractBaseUser, into: Case) -> Case:
     """Merge a case into another open case of the same customer.
 
-    Moves the source's feedback to the target (feedback already on the
-    target stays once), closes the source with ``merged_into`` set, and
-    records a merged event on both. The actor must lead both teams or be an
-    admin. Returns the closed source case.
+    The source may be open, resolved or closed, so a lead can merge a
+    closed case that cannot be reopened because the target is open for the
+    same customer and topic. Moves the source's feedback to the target
+    (feedback already on the target stays once), closes the source with
+    ``merged_into`` set (a closed source keeps its ``closed_at``), cancels
+    its scheduled follow-up survey so the customer is not surveyed about a
+    merged case, and records a merged event on both. The actor must lead
+    both teams or be an admin. Returns the closed source case.
     """
     if case.pk == into.pk:
         raise DomainError(f"Case #{case.pk} cannot be merged into itself.")
@@ -493,9 +550,12 @@ def case_merge(*, case: Case, actor: AbstractBaseUser, into: Case) -> Case:
         ).update(case=target)
         CaseFeedback.objects.filter(case=source).delete()
 
-        from_state = source.state
-        _set_state(case=source, to_state=State.CLOSED, now=now)
+        source_changes = {"merged_into": [None, target.pk]}
+        if source.state != State.CLOSED:
+            source_changes["state"] = [source.state, State.CLOSED]
+            _set_state(case=source, to_state=State.CLOSED, now=now)
         source.merged_into = target
+        source.updated_at = now
         source.save(
             update_fields=[
                 "merged_into",
@@ -507,6 +567,14 @@ def case_merge(*, case: Case, actor: AbstractBaseUser, into: Case) -> Case:
                 *_SLA_FIELDS,
             ]
         )
+        cancelled = FollowUp.objects.filter(
+            case=source, state=FollowUp.State.SCHEDULED
+        ).update(
+            state=FollowUp.State.CANCELLED,
+            skip_reason=f"the case was merged into case #{target.pk}",
+        )
+        if cancelled:
+            source_changes["follow_ups_cancelled"] = [0, cancelled]
         target.updated_at = now
         target.save(update_fields=["updated_at"])
         CaseEvent.objects.bulk_create(
@@ -516,10 +584,7 @@ def case_merge(*, case: Case, actor: AbstractBaseUser, into: Case) -> Case:
                     actor=actor,
                     kind=CaseEvent.Kind.MERGED,
                     created_at=now,
-                    changes={
-                        "merged_into": [None, target.pk],
-                        "state": [from_state, State.CLOSED],
-                    },
+                    changes=source_changes,
                 ),
                 CaseEvent(
                     case=target,
@@ -541,9 +606,11 @@ def _check_merge(*, source: Case, target: Case) -> None:
             "only cases of the same customer can be merged.",
             details={"into": target.pk},
         )
-    if not source.is_open:
+    if source.merged_into_id is not None:
         raise DomainError(
-            f"Case #{source.pk} is {source.state}: only open cases can be merged.",
+            f"Case #{source.pk} is already merged into case "
+            f"#{source.merged_into_id}.",
+            details={"merged_into": source.merged_into_id},
             status=409,
         )
     if not target.is_open:
@@ -562,7 +629,9 @@ def case_comment(
 ) -> CaseEvent:
     """Add an internal note or a reply to the customer to the timeline.
 
-    The first reply to the customer sets ``first_response_at``.
+    The first reply to the customer on an open case sets
+    ``first_response_at``. Internal notes go on any case, but a reply to the
+    customer on a closed or merged case raises 409.
     """
     if not body.strip():
         raise DomainError("The comment is empty: write a body.", details={"missing": ["body"]})
@@ -578,6 +647,7 @@ def case_comment(
         now = timezone.now()
         changes = {}
         if visibility == CaseEvent.Visibility.CUSTOMER:
+            _require_contact_allowed(case=case, entry="reply to the customer")
             changes = _record_first_response(case=case, now=now)
         case.updated_at = now
         case.save(update_fields=["first_response_at", "updated_at"])
@@ -595,13 +665,19 @@ def case_comment(
 def case_contact(
     *, case: Case, actor: AbstractBaseUser, channel: str, outcome: str, body: str = ""
 ) -> CaseEvent:
-    """Record an attempt to reach the customer; the first one sets
-    ``first_response_at``, whatever its outcome."""
+    """Record an attempt to reach the customer.
+
+    The first attempt on an open case sets ``first_response_at``, whatever
+    its outcome. A resolved case accepts attempts (a call to check the fix
+    held) but they set no first response. A closed or merged case raises
+    409.
+    """
     _check_choice(name="channel", value=channel, choices=CaseEvent.Channel.values)
     _check_choice(name="outcome", value=outcome, choices=CaseEvent.Outcome.values)
     with transaction.atomic():
         case = _lock(case)
         _require_visible(actor=actor, case=case)
+        _require_contact_allowed(case=case, entry="contact attempt")
         now = timezone.now()
         changes = _record_first_response(case=case, now=now)
         case.updated_at = now
@@ -632,8 +708,12 @@ def case_customer_replied(
     """Record the customer's answer, entered by an agent.
 
     A case waiting on the customer resumes to in_progress, and its SLA clock
-    runs again. The answer is stored as a contact event with outcome
-    ``reached``.
+    runs again. A resolved case reopens, because the customer writing back
+    after a resolution means the problem is not settled: it goes to
+    in_progress with an assignee and to new without one, its root cause and
+    resolution note are cleared, and 409 is raised when another case of the
+    same customer and topic is open. A closed or merged case raises 409.
+    The answer is stored as a contact event with outcome ``reached``.
     """
     # NOTE: CaseEvent has no kind for an inbound customer message, so the
     # answer is a contact event; a dedicated kind needs a model change.
@@ -647,13 +727,30 @@ def case_customer_replied(
     with transaction.atomic():
         case = _lock(case)
         _require_visible(actor=actor, case=case)
+        _require_contact_allowed(case=case, entry="customer's reply")
         now = timezone.now()
         changes = {}
+        fields = ["state", "updated_at", *_SLA_FIELDS]
         if case.state == State.WAITING:
             changes["state"] = [State.WAITING, State.IN_PROGRESS]
             _set_state(case=case, to_state=State.IN_PROGRESS, now=now)
-        case.updated_at = now
-        case.save(update_fields=["state", "updated_at", *_SLA_FIELDS])
+        if case.state == State.RESOLVED:
+            to_state = State.IN_PROGRESS if case.assignee_id else State.NEW
+            changes["state"] = [State.RESOLVED, to_state]
+            changes.update(_clear_resolution(case=case))
+            _set_state(case=case, to_state=to_state, now=now)
+            fields += ["is_open", "resolved_at", "closed_at"]
+            fields += ["root_cause", "resolution_note"]
+            _save_reopened(case=case, fields=fields)
+            logger.info(
+                "Case %s reopened to %s by a customer reply",
+                case.pk,
+                to_state,
+                extra={"case_id": case.pk, "actor_id": actor.pk},
+            )
+        else:
+            case.updated_at = now
+            case.save(update_fields=fields)
         return _event(
             case=case,
             actor=actor,

@@ -5,11 +5,13 @@ import pytest
 import yaml
 from django.core.cache import cache
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import URLResolver, get_resolver
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from cases.models import Case, CaseEvent, TeamMember
+from cases.models import Case, CaseEvent, FollowUp, TeamMember
 from feedback.models import Feedback, FeedbackTopic, Topic
 
 from .factories import (
@@ -338,7 +340,117 @@ def test_detail_hides_other_team_cases_of_customer(people):
     assert hidden.pk not in {row["id"] for row in response.data["customer_cases"]}
 
 
+def _follow_up(case: Case, **fields) -> FollowUp:
+    fields.setdefault("due_at", timezone.now() + timedelta(days=3))
+    return FollowUp.objects.create(
+        case=case, customer=case.customer, kind="nps", **fields
+    )
+
+
+def test_detail_shows_recovery_and_follow_ups(people):
+    case = people.case_a
+    Case.objects.filter(pk=case.pk).update(
+        state="resolved",
+        is_open=False,
+        recovery_score_before=2,
+        recovery_score_after=9,
+        is_recovered=True,
+    )
+    sent_at = timezone.now() - timedelta(days=1)
+    answered = _follow_up(
+        case,
+        state=FollowUp.State.ANSWERED,
+        due_at=sent_at,
+        sent_at=sent_at,
+        answered_at=timezone.now(),
+    )
+
+    data = _client(people.agent_a).get(f"/api/v1/cases/{case.pk}/").data
+
+    assert data["recovery_score_before"] == 2
+    assert data["recovery_score_after"] == 9
+    assert data["is_recovered"] is True
+    (row,) = data["follow_ups"]
+    assert row["id"] == answered.pk
+    assert row["state"] == "answered"
+    assert row["due_at"] is not None
+    assert row["sent_at"] is not None
+    assert row["answered_at"] is not None
+
+
+def test_detail_query_count_flat_in_follow_ups(people):
+    case = people.case_a
+    client = _client(people.agent_a)
+    _follow_up(case, state=FollowUp.State.SKIPPED)
+    with CaptureQueriesContext(connection) as one:
+        client.get(f"/api/v1/cases/{case.pk}/")
+    for _ in range(3):
+        _follow_up(case, state=FollowUp.State.EXPIRED)
+
+    with CaptureQueriesContext(connection) as four:
+        response = client.get(f"/api/v1/cases/{case.pk}/")
+
+    assert len(response.data["follow_ups"]) == 4
+    assert len(four.captured_queries) == len(one.captured_queries)
+
+
+def test_recovery_fields_not_in_list(people):
+    response = _client(people.agent_a).get("/api/v1/cases/")
+
+    row = response.data["results"][0]
+    assert "follow_ups" not in row
+    assert "is_recovered" not in row
+
+
 # Actions: errors
+
+
+def test_take_own_case_again_is_noop(people):
+    client = _client(people.agent_a)
+    url = f"/api/v1/cases/{people.case_a.pk}/assign/"
+    client.post(url, {"assignee": people.agent_a.pk}, format="json")
+
+    response = client.post(url, {"assignee": people.agent_a.pk}, format="json")
+
+    assert response.status_code == 200
+    assert response.data["assignee"]["id"] == people.agent_a.pk
+    assert CaseEvent.objects.filter(case=people.case_a, kind="assigned").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "payload"),
+    [
+        ("contact/", {"channel": "phone", "outcome": "reached"}),
+        ("customer-reply/", {"body": "Thanks"}),
+        ("comment/", {"body": "We refunded you.", "visibility": "customer"}),
+    ],
+)
+def test_contact_on_closed_case_409(people, endpoint, payload):
+    case = people.case_a
+    Case.objects.filter(pk=case.pk).update(state="closed", is_open=False)
+
+    response = _client(people.agent_a).post(
+        f"/api/v1/cases/{case.pk}/{endpoint}", payload, format="json"
+    )
+
+    assert response.status_code == 409
+    assert f"Case #{case.pk} is closed" in response.data["detail"]
+    case.refresh_from_db()
+    assert case.first_response_at is None
+
+
+def test_merge_closed_case_into_open_case(people):
+    target = _same_customer_case(people)
+    case = people.case_a
+    Case.objects.filter(pk=case.pk).update(state="closed", is_open=False)
+
+    response = _client(people.lead_a).post(
+        f"/api/v1/cases/{case.pk}/merge/", {"into": target.pk}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert response.data["merged_into"] == target.pk
+    assert response.data["state"] == "closed"
 
 
 def test_transition_forbidden_409_message(people):

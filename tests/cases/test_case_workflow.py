@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from cases import workflow
-from cases.models import Case, CaseEvent, CaseFeedback, Priority, TeamMember
+from cases.models import Case, CaseEvent, CaseFeedback, FollowUp, Priority, TeamMember
 from cases.services import feedback_evaluate
 from cases.workflow import TRANSITIONS
 from oscm.errors import DomainError
@@ -206,6 +206,25 @@ def test_reopen_clears_resolution_times(people):
     assert reopened.closed_at is None
 
 
+@pytest.mark.parametrize("from_state", [State.RESOLVED, State.CLOSED])
+def test_reopen_clears_root_cause_and_note(people, from_state):
+    root_cause = RootCauseFactory()
+    case = _case_in(
+        from_state, people=people, root_cause=root_cause, resolution_note="Refunded."
+    )
+
+    reopened = workflow.case_transition(
+        case=case, actor=people.agent_a, to_state=State.IN_PROGRESS
+    )
+
+    reopened.refresh_from_db()
+    assert reopened.root_cause is None
+    assert reopened.resolution_note == ""
+    (event,) = _events(case, CaseEvent.Kind.STATE_CHANGED)
+    assert event.changes["root_cause"] == [root_cause.pk, None]
+    assert event.changes["resolution_note"] == ["Refunded.", ""]
+
+
 def test_reopen_unassigned_goes_to_new(people):
     case = _case_in(State.RESOLVED, people=people, assigned=False)
 
@@ -240,6 +259,33 @@ def test_reopen_conflict_suggests_merge(people):
     assert error.value.details == {"open_case": other.pk}
     closed.refresh_from_db()
     assert closed.state == State.CLOSED
+
+
+def test_reopen_conflict_merge_advice_works(people):
+    customer = CustomerFactory()
+    closed = _case_in(
+        State.CLOSED,
+        people=people,
+        dedup_key="c1:t0",
+        trigger_feedback=FeedbackFactory(customer=customer, score=1),
+    )
+    other = _case_in(
+        State.IN_PROGRESS,
+        people=people,
+        dedup_key="c1:t0",
+        trigger_feedback=FeedbackFactory(customer=customer, score=2),
+    )
+    with pytest.raises(DomainError) as error:
+        workflow.case_transition(
+            case=closed, actor=people.agent_a, to_state=State.IN_PROGRESS
+        )
+    into = Case.objects.get(pk=error.value.details["open_case"])
+
+    merged = workflow.case_merge(case=closed, actor=people.lead_a, into=into)
+
+    merged.refresh_from_db()
+    assert merged.merged_into_id == other.pk
+    assert merged.state == State.CLOSED
 
 
 def test_merged_case_cannot_change_state(people):
@@ -337,6 +383,123 @@ def test_evaluation_records_opened_event():
     assert opened.changes["state"] == [None, case.state]
     assert opened.changes["team"] == [None, case.team_id]
     assert opened.body == case.rule_reason
+
+
+def test_customer_reply_reopens_resolved_case(people):
+    root_cause = RootCauseFactory()
+    case = _case_in(
+        State.RESOLVED,
+        people=people,
+        root_cause=root_cause,
+        resolution_note="Refunded.",
+    )
+
+    event = workflow.case_customer_replied(
+        case=case, actor=people.agent_a, body="The refund never arrived."
+    )
+
+    case.refresh_from_db()
+    assert case.state == State.IN_PROGRESS
+    assert case.is_open
+    assert case.resolved_at is None
+    assert case.root_cause is None
+    assert case.resolution_note == ""
+    assert event.changes["state"] == [State.RESOLVED, State.IN_PROGRESS]
+    assert event.changes["root_cause"] == [root_cause.pk, None]
+
+
+def test_customer_reply_reopens_unassigned_to_new(people):
+    case = _case_in(State.RESOLVED, people=people, assigned=False)
+
+    workflow.case_customer_replied(
+        case=case, actor=people.agent_a, body="Still broken."
+    )
+
+    case.refresh_from_db()
+    assert case.state == State.NEW
+
+
+def test_customer_reply_reopen_conflict_409(people):
+    case = _case_in(State.RESOLVED, people=people, dedup_key="c2:t0")
+    other = _case_in(State.IN_PROGRESS, people=people, dedup_key="c2:t0")
+
+    with pytest.raises(DomainError) as error:
+        workflow.case_customer_replied(case=case, actor=people.agent_a, body="Hello?")
+
+    assert error.value.status == 409
+    assert error.value.details == {"open_case": other.pk}
+    case.refresh_from_db()
+    assert case.state == State.RESOLVED
+    assert not _events(case, CaseEvent.Kind.CONTACT)
+
+
+def _contact_on(case: Case, operation: str, actor) -> CaseEvent:
+    if operation == "contact":
+        return workflow.case_contact(
+            case=case, actor=actor, channel="phone", outcome="reached"
+        )
+    if operation == "customer_reply":
+        return workflow.case_customer_replied(case=case, actor=actor, body="Hi")
+    return workflow.case_comment(
+        case=case, actor=actor, body="We refunded you.", visibility="customer"
+    )
+
+
+@pytest.mark.parametrize(
+    "operation", ["contact", "customer_reply", "reply_to_customer"]
+)
+def test_contact_on_closed_case_409(people, operation):
+    case = _case_in(State.CLOSED, people=people)
+
+    with pytest.raises(DomainError) as error:
+        _contact_on(case, operation, people.agent_a)
+
+    assert error.value.status == 409
+    assert f"Case #{case.pk} is closed" in error.value.message
+    assert error.value.details == {"state": State.CLOSED}
+    case.refresh_from_db()
+    assert case.first_response_at is None
+    assert not CaseEvent.objects.filter(case=case).exists()
+
+
+@pytest.mark.parametrize(
+    "operation", ["contact", "customer_reply", "reply_to_customer"]
+)
+def test_contact_on_merged_case_409(people, operation):
+    target = _case_in(State.IN_PROGRESS, people=people)
+    merged = _case_in(State.CLOSED, people=people, merged_into=target)
+
+    with pytest.raises(DomainError) as error:
+        _contact_on(merged, operation, people.agent_a)
+
+    assert error.value.status == 409
+    assert f"merged into case #{target.pk}" in error.value.message
+    assert not CaseEvent.objects.filter(case=merged).exists()
+
+
+def test_internal_note_on_closed_case_allowed(people):
+    case = _case_in(State.CLOSED, people=people)
+
+    event = workflow.case_comment(
+        case=case,
+        actor=people.agent_a,
+        body="Customer called again.",
+        visibility="internal",
+    )
+
+    assert event.kind == CaseEvent.Kind.COMMENT
+
+
+@pytest.mark.parametrize("operation", ["contact", "reply_to_customer"])
+def test_contact_on_resolved_sets_no_first_response(people, operation):
+    case = _case_in(State.RESOLVED, people=people)
+
+    event = _contact_on(case, operation, people.agent_a)
+
+    case.refresh_from_db()
+    assert case.state == State.RESOLVED
+    assert case.first_response_at is None
+    assert event.changes == {}
 
 
 # First response
@@ -486,6 +649,18 @@ def test_agent_cannot_assign_others_403(people):
 
     assert error.value.status == 403
     assert "Only a lead of team Team A" in error.value.message
+
+
+def test_agent_retaking_own_case_is_noop(people):
+    case = _case_in(State.IN_PROGRESS, people=people)
+
+    result = workflow.case_assign_to(
+        case=case, actor=people.agent_a, assignee=people.agent_a
+    )
+
+    assert result.assignee_id == people.agent_a.pk
+    assert result.state == State.IN_PROGRESS
+    assert not _events(case, CaseEvent.Kind.ASSIGNED)
 
 
 def test_agent_cannot_take_assigned_case_403(people):
@@ -678,3 +853,75 @@ def test_merge_releases_dedup_key(people):
     workflow.case_merge(case=source, actor=people.lead_a, into=target)
 
     assert Case.objects.filter(dedup_key="c9:t0", is_open=True).count() == 0
+
+
+@pytest.mark.parametrize("source_state", [State.RESOLVED, State.CLOSED])
+def test_merge_finished_case_into_open_case(people, source_state):
+    source, target = _same_customer_cases(people)
+    resolved_at = timezone.now() - timedelta(days=2)
+    closed_at = resolved_at if source_state == State.CLOSED else None
+    Case.objects.filter(pk=source.pk).update(
+        state=source_state, is_open=False, resolved_at=resolved_at, closed_at=closed_at
+    )
+
+    merged = workflow.case_merge(case=source, actor=people.lead_a, into=target)
+
+    merged.refresh_from_db()
+    assert merged.merged_into == target
+    assert merged.state == State.CLOSED
+    assert not merged.is_open
+    assert merged.resolved_at == resolved_at
+    if source_state == State.CLOSED:
+        assert merged.closed_at == closed_at
+    else:
+        assert merged.closed_at > resolved_at
+    target_feedback = set(
+        CaseFeedback.objects.filter(case=target).values_list("feedback_id", flat=True)
+    )
+    assert source.trigger_feedback_id in target_feedback
+    assert not CaseFeedback.objects.filter(case=source).exists()
+    (source_event,) = _events(source, CaseEvent.Kind.MERGED)
+    assert source_event.changes["merged_into"] == [None, target.pk]
+    if source_state == State.CLOSED:
+        assert "state" not in source_event.changes
+    else:
+        assert source_event.changes["state"] == [State.RESOLVED, State.CLOSED]
+    (target_event,) = _events(target, CaseEvent.Kind.MERGED)
+    assert target_event.changes == {"merged_cases": [[], [source.pk]]}
+
+
+def test_merge_resolved_case_cancels_follow_up(people):
+    source, target = _same_customer_cases(people)
+    Case.objects.filter(pk=source.pk).update(
+        state=State.RESOLVED, is_open=False, resolved_at=timezone.now()
+    )
+    follow_up = FollowUp.objects.create(
+        case=source,
+        customer=source.customer,
+        kind="nps",
+        due_at=timezone.now() + timedelta(days=3),
+    )
+
+    workflow.case_merge(case=source, actor=people.lead_a, into=target)
+
+    follow_up.refresh_from_db()
+    assert follow_up.state == FollowUp.State.CANCELLED
+    assert follow_up.skip_reason == f"the case was merged into case #{target.pk}"
+    (source_event,) = _events(source, CaseEvent.Kind.MERGED)
+    assert source_event.changes["follow_ups_cancelled"] == [0, 1]
+
+
+def test_merge_already_merged_case_409(people):
+    source, target = _same_customer_cases(people)
+    workflow.case_merge(case=source, actor=people.lead_a, into=target)
+    third = _case_in(
+        State.IN_PROGRESS,
+        people=people,
+        trigger_feedback=FeedbackFactory(customer=source.customer, score=0),
+    )
+
+    with pytest.raises(DomainError) as error:
+        workflow.case_merge(case=source, actor=people.lead_a, into=third)
+
+    assert error.value.status == 409
+    assert f"already merged into case #{target.pk}" in error.value.message
