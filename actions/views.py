@@ -1,6 +1,9 @@
 """Workspace pages of the actions app: the actions board and the form that
 creates an action from cases selected on the lead board.
 
+The board shows each measured action's numbers, and a lead marking an action
+done may resolve its open cases in the same step.
+
 Actions outside the user's teams are not listed and their forms answer 404;
 creating and moving actions follows the rights that actions.services checks.
 """
@@ -10,20 +13,23 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_POST
 
-from cases.models import Case
+from cases.models import Case, RootCause
 from cases.permissions import cases_visible_to, user_leads_team
 from cases.views import (
     active_team_members,
     annotate_case_display,
     domain_errors_as_messages,
+    post_int,
 )
 from feedback.metrics import METRIC_KINDS
 from feedback.models import Topic
@@ -62,41 +68,141 @@ TRANSITION_LABELS = {
 COLUMN_LIMIT = 100
 
 
+def _measurement_display(measurement: dict) -> dict | None:
+    """Pick the numbers of a stored measurement that the board shows, or
+    None for an action not measured yet."""
+    if not measurement.get("before"):
+        return None
+    return {
+        "sides": [
+            (gettext_lazy("Before"), measurement["before"]),
+            (gettext_lazy("After"), measurement["after"]),
+        ],
+        "difference": measurement.get("difference"),
+        "difference_margin": measurement.get("difference_margin"),
+        "p_value": measurement.get("p_value"),
+        "test": measurement.get("test", ""),
+        "reason": measurement.get("reason", ""),
+    }
+
+
 @login_required
 def board(request: HttpRequest) -> HttpResponse:
-    """Show the user's teams' actions in columns by state."""
+    """Show the user's teams' actions in columns by state, with the numbers
+    of each measurement."""
     actions = list(
-        action_list_for(actions=services.actions_visible_to(request.user)).order_by(
-            "due_date", "-created_at", "pk"
+        action_list_for(actions=services.actions_visible_to(request.user))
+        .annotate(
+            open_case_count=Count(
+                "actioncase",
+                filter=Q(actioncase__case__is_open=True),
+                distinct=True,
+            )
         )
+        .order_by("due_date", "-created_at", "pk")
     )
+    leads_team: dict[int, bool] = {}
     columns = []
     for title, states in BOARD_COLUMNS:
         cards = [action for action in actions if action.state in states][:COLUMN_LIMIT]
         for action in cards:
+            if action.team_id not in leads_team:
+                leads_team[action.team_id] = user_leads_team(
+                    request.user, action.team_id
+                )
             action.state_label = STATE_LABELS[action.state]
             action.verdict_label = VERDICT_LABELS.get(action.verdict, "")
+            action.result = _measurement_display(action.measurement or {})
+            allowed = services.action_allowed_states(action=action)
             action.transitions = [
                 (state, TRANSITION_LABELS.get(state, STATE_LABELS[state]))
-                for state in services.action_allowed_states(action=action)
+                for state in allowed
             ]
+            action.can_resolve_cases = (
+                Action.State.DONE in allowed
+                and action.open_case_count > 0
+                and leads_team[action.team_id]
+            )
         columns.append({"title": title, "actions": cards})
-    return render(request, "actions/board.html", {"columns": columns})
+    root_causes = RootCause.objects.filter(is_active=True).order_by("name")
+    return render(
+        request, "actions/board.html", {"columns": columns, "root_causes": root_causes}
+    )
 
 
 @login_required
 @require_POST
 @domain_errors_as_messages
 def transition(request: HttpRequest, pk: int) -> HttpResponse:
+    """Move the action to ``to_state``.
+
+    With ``resolve_cases=1`` on a move to done, the action's open cases are
+    resolved too, with the posted root cause and note, in one transaction.
+    Only leads and admins may resolve them, so for anyone else the action
+    stays as it was. Cases the case workflow rejects are listed as warnings.
+    """
     action = get_object_or_404(services.actions_visible_to(request.user), pk=pk)
     to_state = request.POST.get("to_state", "")
-    services.action_transition(action=action, actor=request.user, to_state=to_state)
+    resolve_cases = (
+        to_state == Action.State.DONE and request.POST.get("resolve_cases") == "1"
+    )
+    result = None
+    if resolve_cases:
+        root_cause, resolution_note = _resolution_input(request)
+        with transaction.atomic():
+            action = services.action_transition(
+                action=action, actor=request.user, to_state=to_state
+            )
+            result = services.action_resolve_cases(
+                action=action,
+                actor=request.user,
+                root_cause=root_cause,
+                resolution_note=resolution_note,
+            )
+    else:
+        services.action_transition(action=action, actor=request.user, to_state=to_state)
     messages.success(
         request,
         _("Action %(title)s is now %(state)s.")
         % {"title": action.title, "state": STATE_LABELS.get(to_state, to_state)},
     )
+    if result is not None:
+        _report_resolved_cases(request, result)
     return redirect("actions_web:board")
+
+
+def _resolution_input(request: HttpRequest) -> tuple[RootCause, str]:
+    root_cause_id = post_int(request, "root_cause")
+    root_cause = RootCause.objects.filter(pk=root_cause_id, is_active=True).first()
+    if root_cause is None:
+        raise DomainError(
+            _("Root cause %(id)s not found or inactive: pick an active one.")
+            % {"id": root_cause_id}
+        )
+    resolution_note = request.POST.get("resolution_note", "").strip()
+    if not resolution_note:
+        raise DomainError(
+            _("The resolution note is empty: say what was done for the customers.")
+        )
+    return root_cause, resolution_note
+
+
+def _report_resolved_cases(request: HttpRequest, result: dict) -> None:
+    if result["resolved"]:
+        count = len(result["resolved"])
+        messages.success(
+            request,
+            ngettext(
+                "%(count)d open case resolved.", "%(count)d open cases resolved.", count
+            )
+            % {"count": count},
+        )
+    for row in result["skipped"]:
+        messages.warning(
+            request,
+            _("Case #%(id)s not resolved: %(reason)s")
+            % {"id": row["case_id"], "reason": row["reason"]},
+        )
 
 
 class ActionForm(forms.Form):

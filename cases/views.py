@@ -382,7 +382,13 @@ def _customer_history(request: HttpRequest, case: Case) -> tuple[list, list]:
 @login_required
 def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show a case with its trigger feedback, timeline, customer history and
-    the workflow forms the user may use."""
+    the workflow forms the user may use.
+
+    The lead tools post to this page with an ``operation`` field (move or
+    merge), which hands the request to case_move or case_merge.
+    """
+    if request.method == "POST":
+        return _case_page_operation(request, pk)
     case = _visible_case(
         request,
         pk,
@@ -407,6 +413,9 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
         (state, TRANSITION_LABELS.get(state, STATE_LABELS[state]))
         for state in _possible_transitions(case)
     ]
+    move_teams = []
+    if is_lead and case.is_open:
+        move_teams = list(Team.objects.exclude(pk=case.team_id).order_by("name"))
     return render(
         request,
         "cases/case_detail.html",
@@ -419,6 +428,11 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
             in workflow.case_allowed_states(case=case),
             "transitions": transitions,
             "members": members,
+            "move_teams": move_teams,
+            "can_merge": is_lead and case.merged_into_id is None,
+            "merge_targets": [
+                other for other in other_cases if other.is_open and other.pk != case.pk
+            ],
             "root_causes": RootCause.objects.filter(is_active=True).order_by("name"),
             "events": events,
             "customer_feedback": feedback,
@@ -482,6 +496,80 @@ def case_resolve(request: HttpRequest, case: Case) -> str:
 def case_take(request: HttpRequest, case: Case) -> str:
     workflow.case_assign_to(case=case, actor=request.user, assignee=request.user)
     return _("Case #%(id)s is assigned to you.") % {"id": case.pk}
+
+
+@login_required
+@require_POST
+@domain_errors_as_messages
+def case_move(request: HttpRequest, pk: int) -> HttpResponse:
+    """Move the case to another team with a reason; leads and admins only.
+
+    Goes back to the case page when the user still sees the case, else to
+    the team board, because a lead may move a case out of their teams.
+    """
+    case = _visible_case(request, pk)
+    team_id = post_int(request, "team")
+    team = Team.objects.filter(pk=team_id).first()
+    if team is None:
+        raise DomainError(
+            _("Team %(id)s not found: pick a team from the list.") % {"id": team_id}
+        )
+    workflow.case_move_team(
+        case=case, actor=request.user, team=team, reason=request.POST.get("reason", "")
+    )
+    messages.success(
+        request,
+        _("Case #%(id)s is moved to team %(team)s.")
+        % {"id": case.pk, "team": team.name},
+    )
+    if cases_visible_to(request.user, Case.objects.filter(pk=case.pk)).exists():
+        return redirect("cases_web:case", pk=case.pk)
+    return redirect("cases_web:team")
+
+
+@login_required
+@require_POST
+@domain_errors_as_messages
+def case_merge(request: HttpRequest, pk: int) -> HttpResponse:
+    """Merge the case into another open case of the same customer and show
+    that case; leads of both teams and admins only."""
+    case = _visible_case(request, pk)
+    into_id = post_int(request, "into")
+    into = cases_visible_to(request.user, Case.objects.filter(pk=into_id)).first()
+    if into is None:
+        raise DomainError(
+            _(
+                "Case #%(id)s not found: enter the number of an open case of the "
+                "same customer."
+            )
+            % {"id": into_id}
+        )
+    workflow.case_merge(case=case, actor=request.user, into=into)
+    messages.success(
+        request,
+        _("Case #%(id)s is merged into case #%(into)s.")
+        % {"id": case.pk, "into": into.pk},
+    )
+    return redirect("cases_web:case", pk=into.pk)
+
+
+# The lead tools that post to the case page, by their ``operation`` field.
+CASE_PAGE_OPERATIONS = {"move": case_move, "merge": case_merge}
+
+
+@domain_errors_as_messages
+def _case_page_operation(request: HttpRequest, pk: int) -> HttpResponse:
+    _visible_case(request, pk)
+    operation = request.POST.get("operation", "")
+    view = CASE_PAGE_OPERATIONS.get(operation)
+    if view is None:
+        raise DomainError(
+            _(
+                "'%(operation)s' is not an operation of the case page: use move or merge."
+            )
+            % {"operation": operation}
+        )
+    return view(request, pk)
 
 
 def _assignee(request: HttpRequest) -> object | None:

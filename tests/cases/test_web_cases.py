@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from cases.models import Case, CaseEvent, Priority, RootCause, TeamMember
 
-from .factories import CaseFactory, TeamMemberFactory, UserFactory
+from .factories import CaseFactory, FeedbackFactory, TeamMemberFactory, UserFactory
 from .personas import make_personas
 
 pytestmark = pytest.mark.django_db
@@ -229,6 +229,158 @@ def test_comment_is_added(client, people):
     )
     event = CaseEvent.objects.get(case=people.case_a, kind=CaseEvent.Kind.COMMENT)
     assert event.body == "Looked at the order"
+
+
+def test_case_page_lead_tools_for_leads_only(client, people):
+    client.force_login(people.agent_a)
+    agent_page = client.get(reverse("cases_web:case", args=[people.case_a.pk])).content
+    client.force_login(people.lead_a)
+    lead_page = client.get(reverse("cases_web:case", args=[people.case_a.pk])).content
+
+    assert b'name="operation" value="move"' not in agent_page
+    assert b'name="operation" value="merge"' not in agent_page
+    assert b'name="operation" value="move"' in lead_page
+    assert b'name="operation" value="merge"' in lead_page
+
+
+def test_lead_moves_case_with_reason(client, people):
+    client.force_login(people.lead_a)
+    response = client.post(
+        reverse("cases_web:case", args=[people.case_a.pk]),
+        {"operation": "move", "team": people.team_b.pk, "reason": "Billing question"},
+        follow=True,
+    )
+
+    # The lead does not lead team B, so the case left their view.
+    assert response.redirect_chain[-1][0] == reverse("cases_web:team")
+    assert b"is moved to team Team B" in response.content
+    people.case_a.refresh_from_db()
+    assert people.case_a.team == people.team_b
+    event = CaseEvent.objects.get(case=people.case_a, kind=CaseEvent.Kind.TEAM_CHANGED)
+    assert event.body == "Billing question"
+
+
+def test_move_without_reason_shows_message(client, people):
+    client.force_login(people.lead_a)
+    case_url = reverse("cases_web:case", args=[people.case_a.pk])
+    response = client.post(
+        case_url,
+        {
+            "operation": "move",
+            "team": people.team_b.pk,
+            "reason": " ",
+            "next": case_url,
+        },
+        follow=True,
+    )
+
+    assert response.redirect_chain[-1][0] == case_url
+    assert b"Moving a case requires a reason" in response.content
+    people.case_a.refresh_from_db()
+    assert people.case_a.team == people.team_a
+
+
+def test_agent_move_is_403(client, people):
+    client.force_login(people.agent_a)
+    response = client.post(
+        reverse("cases_web:case", args=[people.case_a.pk]),
+        {"operation": "move", "team": people.team_b.pk, "reason": "Billing"},
+    )
+
+    assert response.status_code == 403
+    people.case_a.refresh_from_db()
+    assert people.case_a.team == people.team_a
+
+
+def test_lead_merges_closed_case(client, people):
+    target = CaseFactory(
+        team=people.team_a,
+        trigger_feedback=FeedbackFactory(customer=people.case_a.customer, score=3),
+    )
+    Case.objects.filter(pk=people.case_a.pk).update(state="closed", is_open=False)
+    client.force_login(people.lead_a)
+
+    response = client.post(
+        reverse("cases_web:case", args=[people.case_a.pk]),
+        {"operation": "merge", "into": target.pk},
+        follow=True,
+    )
+
+    assert response.redirect_chain[-1][0] == reverse("cases_web:case", args=[target.pk])
+    assert f"is merged into case #{target.pk}".encode() in response.content
+    people.case_a.refresh_from_db()
+    assert people.case_a.merged_into == target
+
+
+def test_merge_other_customer_shows_message(client, people):
+    other = CaseFactory(team=people.team_a)
+    client.force_login(people.lead_a)
+    case_url = reverse("cases_web:case", args=[people.case_a.pk])
+
+    response = client.post(
+        case_url,
+        {"operation": "merge", "into": other.pk, "next": case_url},
+        follow=True,
+    )
+
+    assert response.redirect_chain[-1][0] == case_url
+    assert b"belong to different customers" in response.content
+    people.case_a.refresh_from_db()
+    assert people.case_a.merged_into is None
+
+
+def test_merge_into_hidden_case_shows_not_found(client, people):
+    client.force_login(people.lead_a)
+    case_url = reverse("cases_web:case", args=[people.case_a.pk])
+
+    response = client.post(
+        case_url,
+        {"operation": "merge", "into": people.case_b.pk, "next": case_url},
+        follow=True,
+    )
+
+    assert f"Case #{people.case_b.pk} not found".encode() in response.content
+
+
+def test_case_page_post_needs_csrf(people):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(people.lead_a)
+
+    response = client.post(
+        reverse("cases_web:case", args=[people.case_a.pk]),
+        {"operation": "move", "team": people.team_b.pk, "reason": "Billing"},
+    )
+
+    assert response.status_code == 403
+    people.case_a.refresh_from_db()
+    assert people.case_a.team == people.team_a
+
+
+def test_case_page_post_of_hidden_case_is_404(client, people):
+    client.force_login(people.agent_b)
+    response = client.post(
+        reverse("cases_web:case", args=[people.case_a.pk]),
+        {"operation": "merge", "into": people.case_b.pk},
+    )
+
+    assert response.status_code == 404
+
+
+def test_contact_on_closed_case_shows_message(client, people):
+    Case.objects.filter(pk=people.case_a.pk).update(state="closed", is_open=False)
+    client.force_login(people.agent_a)
+    case_url = reverse("cases_web:case", args=[people.case_a.pk])
+
+    response = client.post(
+        reverse("cases_web:contact", args=[people.case_a.pk]),
+        {"channel": "phone", "outcome": "reached", "next": case_url},
+        follow=True,
+    )
+
+    assert f"Case #{people.case_a.pk} is closed".encode() in response.content
+    assert not CaseEvent.objects.filter(case=people.case_a).exists()
 
 
 def test_get_on_workflow_form_is_405(client, people):
