@@ -533,15 +533,20 @@ def action_remind_overdue(*, action: Action, today: date) -> list[str]:
 def action_measure_due(*, now: datetime, limit: int = 100) -> list[int]:
     """Measure the done actions whose window has ended; returns the ids measured.
 
-    Each action is claimed by a conditional update of ``measured_at`` in the
-    transaction that measures it, so two workers never measure one action
-    twice, and a failed measurement rolls back its claim and is retried on
-    the next run.
+    The after window ends at ``done_at + window_days``, computed here, so a
+    ``measure_due_at`` edited to an earlier time does not measure early:
+    such an action gets its ``measure_due_at`` set back to the window's end,
+    with one warning, and is measured then. Each action is claimed by a
+    conditional update of ``measured_at`` in the transaction that measures
+    it, so two workers never measure one action twice, and a failed
+    measurement rolls back its claim and is retried on the next run.
     """
     from .selectors import actions_due_for_measurement
 
     measured = []
     for action_id in actions_due_for_measurement(now=now, limit=limit):
+        if _measure_due_at_postponed(action_id=action_id, now=now):
+            continue
         try:
             with transaction.atomic():
                 claimed = Action.objects.filter(
@@ -557,6 +562,38 @@ def action_measure_due(*, now: datetime, limit: int = 100) -> list[int]:
             continue
         measured.append(action_id)
     return measured
+
+
+def _measure_due_at_postponed(*, action_id: int, now: datetime) -> bool:
+    """Reset ``measure_due_at`` to ``done_at + window_days`` when that is
+    still ahead; returns True when the action is not due yet.
+
+    The conditional update changes the row once, so only one sweep (and one
+    worker) logs the warning.
+    """
+    row = (
+        Action.objects.filter(pk=action_id)
+        .values("done_at", "window_days", "measure_due_at")
+        .first()
+    )
+    if row is None or row["done_at"] is None:
+        return False
+    window_end = row["done_at"] + timedelta(days=row["window_days"])
+    if now >= window_end:
+        return False
+    postponed = Action.objects.filter(
+        pk=action_id, measure_due_at=row["measure_due_at"], measured_at__isnull=True
+    ).update(measure_due_at=window_end)
+    if postponed:
+        logger.warning(
+            "Action %s had measure_due_at %s before its after window ends; "
+            "measuring at %s instead",
+            action_id,
+            row["measure_due_at"].isoformat(),
+            window_end.isoformat(),
+            extra={"action_id": action_id},
+        )
+    return True
 
 
 def action_remind_overdue_all(*, today: date, limit: int = 500) -> list[int]:

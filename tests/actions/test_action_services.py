@@ -265,6 +265,43 @@ def test_measure_due_skips_not_yet_due(people):
     assert action_measure_due(now=timezone.now()) == []
 
 
+def test_measure_due_ignores_early_measure_due_at(people, caplog):
+    action = new_action(people)
+    action = action_transition(action=action, actor=people.lead_a, to_state="done")
+    window_end = action.done_at + timedelta(days=action.window_days)
+    Action.objects.filter(pk=action.pk).update(
+        measure_due_at=timezone.now() - timedelta(days=1)
+    )
+
+    with caplog.at_level("INFO", logger="actions.services"):
+        first = action_measure_due(now=timezone.now())
+        second = action_measure_due(now=timezone.now())
+
+    assert first == []
+    assert second == []
+    action.refresh_from_db()
+    assert action.measure_due_at == window_end
+    assert action.measured_at is None
+    assert action.state == "done"
+    assert [record for record in caplog.records if record.levelname == "ERROR"] == []
+    warnings = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert str(action.pk) in warnings[0].getMessage()
+
+
+def test_measure_due_measures_once_window_ends(people):
+    action = measured_action(people, before={0: 40, 9: 40}, after={0: 10, 9: 70})
+    # A hand-edited due time earlier than the window's end changes nothing
+    # once the window has ended.
+    Action.objects.filter(pk=action.pk).update(
+        measure_due_at=action.done_at + timedelta(days=1)
+    )
+
+    assert action_measure_due(now=timezone.now()) == [action.pk]
+    action.refresh_from_db()
+    assert action.verdict == "improved"
+
+
 def test_overdue_reminder_once_a_day(people, django_capture_on_commit_callbacks):
     people.lead_a.email = "lead_a@example.test"
     people.lead_a.save()
