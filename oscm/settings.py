@@ -253,12 +253,11 @@ OSCM_SWEEP_GRACE_SECONDS = env_int("OSCM_SWEEP_GRACE_SECONDS", 30)
 # Scheme, host and port that survey and unsubscribe links in emails start with.
 OSCM_BASE_URL = env_str("OSCM_BASE_URL", "http://127.0.0.1:8000")
 
-# Cache for login rate limits: Redis when CACHE_URL is set, or the Celery
-# broker's Redis, so every web process counts the same attempts; per-process
-# memory otherwise, which is enough for one process.
-CACHE_URL = env_str("CACHE_URL") or (
-    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
-)
+# Cache for login rate limits: Redis when CACHE_URL is set, so every web
+# process counts the same attempts; per-process memory otherwise, which is
+# enough for one process. Give the cache its own Redis database, apart from
+# the Celery broker's, because clearing a cache flushes its whole database.
+CACHE_URL = env_str("CACHE_URL")
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -42,6 +42,25 @@ def _database_is_postgresql_when_required(django_db_setup, django_db_blocker):
             )
 
 
+def _permissions_ensure(apps) -> None:
+    """Recreate content types, permissions and the admins group when a
+    transactional test's flush left them out (serialized rollback skips the
+    post-migrate signal that normally restores them)."""
+    from django.contrib.auth.management import create_permissions
+    from django.contrib.auth.models import Group, Permission
+    from django.contrib.contenttypes.management import create_contenttypes
+
+    from cases.apps import admin_group_ensure
+    from cases.permissions import ADMIN_GROUP
+
+    if not Permission.objects.filter(codename="administer").exists():
+        for app_config in apps.get_app_configs():
+            create_contenttypes(app_config, verbosity=0)
+            create_permissions(app_config, verbosity=0)
+    if not Group.objects.filter(name=ADMIN_GROUP).exists():
+        admin_group_ensure(sender=None)
+
+
 @pytest.fixture(autouse=True)
 def _seeded_defaults(request):
     """Restore the seeded topics, teams and rules for database tests.
@@ -60,9 +79,19 @@ def _seeded_defaults(request):
     from feedback.models import Topic
     from feedback.seeds import seed_topics
 
+    _permissions_ensure(apps)
     if not Topic.objects.exists():
         seed_topics(apps)
     if not Team.objects.exists():
         seed_defaults(apps)
         seed_workflow(apps)
         seed_contact_policy(apps)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Start each test with an empty cache, so login failures counted by
+    one test cannot rate-limit the logins of the next."""
+    from django.core.cache import cache
+
+    cache.clear()
