@@ -19,6 +19,7 @@ from datetime import date, datetime, time, timedelta
 from django.conf import settings
 from django.core import signing
 from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -71,6 +72,9 @@ def score_is_unhappy(*, kind: str, score: int) -> bool:
 OPEN_CASE_POSTPONEMENT = timedelta(days=1)
 MAX_OPEN_CASE_POSTPONEMENTS = 14
 DISPATCH_BATCH_SIZE = 100
+# Batches one dispatch run handles at most: 10,000 follow-ups, a few seconds
+# to a minute of work, so a run ends before the beat queues the next one.
+DISPATCH_MAX_BATCHES = 100
 UNSUBSCRIBE_SALT = "oscm.cases.unsubscribe"
 # Touchpoint of answer feedback, so metrics can tell recovery answers apart
 # from feedback on the original experience.
@@ -230,13 +234,18 @@ class DispatchResult:
 
 
 def follow_up_dispatch(
-    *, now: datetime | None = None, batch_size: int = DISPATCH_BATCH_SIZE
+    *,
+    now: datetime | None = None,
+    batch_size: int = DISPATCH_BATCH_SIZE,
+    max_batches: int = DISPATCH_MAX_BATCHES,
 ) -> DispatchResult:
     """Apply the contact rules to due follow-ups and send the allowed ones.
 
-    Each follow-up is claimed in its own transaction with SELECT ... FOR
-    UPDATE SKIP LOCKED and a state guard, so two dispatchers never handle the
-    same row. The rules, in order:
+    Works through the due follow-ups in batches of ``batch_size``, at most
+    ``max_batches`` of them, in due order; the next run takes the rest.
+    Each batch is claimed in one transaction with SELECT ... FOR UPDATE SKIP
+    LOCKED and a state guard, so two dispatchers never handle the same row.
+    The rules, in order:
 
     - an opted-out or erased customer, or one without an email address, is
       skipped;
@@ -258,62 +267,90 @@ def follow_up_dispatch(
         state=FollowUp.State.SENT, expires_at__lte=now
     ).update(state=FollowUp.State.EXPIRED)
 
-    due_ids = list(
-        FollowUp.objects.filter(state=FollowUp.State.SCHEDULED, due_at__lte=now)
-        .order_by("due_at", "pk")
-        .values_list("pk", flat=True)[:batch_size]
-    )
     policies: dict[int, EffectiveContactPolicy] = {}
-    for follow_up_id in due_ids:
-        try:
-            outcome = _claim_and_dispatch(follow_up_id, policies=policies, now=now)
-        except DatabaseError:
-            raise
-        except Exception:
-            # A follow-up that cannot be rendered or queued must not hold up
-            # the ones behind it; it stays scheduled and is tried next run.
-            logger.exception(
-                "Follow-up %s could not be dispatched",
-                follow_up_id,
-                extra={"follow_up_id": follow_up_id},
+    due_count = 0
+    # Keyset pagination, so rows left scheduled (a failure, or locked by
+    # another dispatcher) are not selected again by the next batch.
+    after: tuple[datetime, int] | None = None
+    for _ in range(max_batches):
+        due = FollowUp.objects.filter(state=FollowUp.State.SCHEDULED, due_at__lte=now)
+        if after is not None:
+            due = due.filter(
+                Q(due_at__gt=after[0]) | Q(due_at=after[0], pk__gt=after[1])
             )
-            outcome = "failed"
-        if outcome is not None:
-            setattr(result, outcome, getattr(result, outcome) + 1)
+        batch = list(
+            due.order_by("due_at", "pk").values_list("due_at", "pk")[:batch_size]
+        )
+        if not batch:
+            break
+        due_count += len(batch)
+        _claim_and_dispatch(
+            [pk for _, pk in batch], policies=policies, result=result, now=now
+        )
+        if len(batch) < batch_size:
+            break
+        after = batch[-1]
 
-    if due_ids or result.expired:
+    if due_count or result.expired:
         logger.info(
             "Follow-up dispatch: %d sent, %d skipped, %d postponed, %d cancelled, "
-            "%d expired",
+            "%d expired, %d failed",
             result.sent,
             result.skipped,
             result.postponed,
             result.cancelled,
             result.expired,
-            extra={"follow_ups_due": len(due_ids), "follow_ups_sent": result.sent},
+            result.failed,
+            extra={"follow_ups_due": due_count, "follow_ups_sent": result.sent},
         )
     return result
 
 
 def _claim_and_dispatch(
-    follow_up_id: int, *, policies: dict[int, EffectiveContactPolicy], now: datetime
-) -> str | None:
-    """Lock one due follow-up and apply the rules; None if another worker has it."""
+    follow_up_ids: list[int],
+    *,
+    policies: dict[int, EffectiveContactPolicy],
+    result: DispatchResult,
+    now: datetime,
+) -> None:
+    """Lock a batch of due follow-ups and apply the rules to each one.
+
+    Rows another worker holds are skipped. One transaction for the batch
+    saves a commit per follow-up. Each row gets a savepoint, so one that
+    cannot be rendered or queued rolls back alone and stays scheduled for
+    the next run. A DatabaseError rolls back the whole batch: none of its
+    emails are queued, because they go out only after the commit.
+    """
     with transaction.atomic():
-        follow_up = (
+        follow_ups = (
             FollowUp.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related(
                 "customer", "case__team__calendar", "case__trigger_feedback"
             )
-            .filter(pk=follow_up_id, state=FollowUp.State.SCHEDULED, due_at__lte=now)
-            .first()
+            .filter(
+                pk__in=follow_up_ids, state=FollowUp.State.SCHEDULED, due_at__lte=now
+            )
+            .order_by("due_at", "pk")
         )
-        if follow_up is None:
-            return None
-        team = follow_up.case.team
-        if team.pk not in policies:
-            policies[team.pk] = contact_policy_for(team=team)
-        return _dispatch_one(follow_up, policy=policies[team.pk], now=now)
+        for follow_up in follow_ups:
+            team = follow_up.case.team
+            if team.pk not in policies:
+                policies[team.pk] = contact_policy_for(team=team)
+            try:
+                with transaction.atomic():
+                    outcome = _dispatch_one(
+                        follow_up, policy=policies[team.pk], now=now
+                    )
+            except DatabaseError:
+                raise
+            except Exception:
+                logger.exception(
+                    "Follow-up %s could not be dispatched",
+                    follow_up.pk,
+                    extra={"follow_up_id": follow_up.pk},
+                )
+                outcome = "failed"
+            setattr(result, outcome, getattr(result, outcome) + 1)
 
 
 def _dispatch_one(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 
+from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.db.models import F, Q
@@ -31,8 +32,9 @@ OUTBOX_MAX_ATTEMPTS = 8
 OUTBOX_BACKOFF_BASE = timedelta(minutes=1)
 OUTBOX_BACKOFF_MAX = timedelta(hours=1)
 # A row claimed longer ago than this belongs to a worker that died; it may be
-# claimed again. It must exceed the longest send (the SMTP timeout).
-OUTBOX_SENDING_TIMEOUT = timedelta(minutes=10)
+# claimed again. It must exceed the longest send (the SMTP timeout). Set by
+# OSCM_OUTBOX_CLAIM_TIMEOUT_SECONDS, 10 minutes by default.
+OUTBOX_SENDING_TIMEOUT = timedelta(seconds=settings.OSCM_OUTBOX_CLAIM_TIMEOUT_SECONDS)
 OUTBOX_SWEEP_BATCH_SIZE = 100
 # Batches one sweep delivers at most, so a run stays within the task time limit.
 OUTBOX_SWEEP_MAX_BATCHES = 10

@@ -182,6 +182,9 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "OSCM <feedback@localhost>")
+# Folder for django.core.mail.backends.filebased.EmailBackend, which writes
+# each message to a file there.
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH") or None
 
 # Celery: with no broker, tasks run in-process when they are queued.
 # The in-memory transport only stands in for a broker that eager mode never
@@ -197,6 +200,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
 CELERY_TIMEZONE = "UTC"
+# Intervals of the outbox sweep and the follow-up dispatch, in seconds. A run
+# no worker has started expires 5 s before the next one is queued, or after
+# 1 s for intervals under 6 s.
+OSCM_OUTBOX_SWEEP_SECONDS = env_int("OSCM_OUTBOX_SWEEP_SECONDS", 30)
+OSCM_FOLLOW_UP_DISPATCH_SECONDS = env_int("OSCM_FOLLOW_UP_DISPATCH_SECONDS", 60)
 CELERY_BEAT_SCHEDULE = {
     "feedback-sweep-unevaluated": {
         "task": "cases.tasks.feedback_sweep_task",
@@ -215,13 +223,13 @@ CELERY_BEAT_SCHEDULE = {
     },
     "outbox-sweep": {
         "task": "cases.tasks.outbox_sweep_task",
-        "schedule": 30,
-        "options": {"expires": 25},
+        "schedule": OSCM_OUTBOX_SWEEP_SECONDS,
+        "options": {"expires": max(OSCM_OUTBOX_SWEEP_SECONDS - 5, 1)},
     },
     "follow-up-dispatch": {
         "task": "cases.tasks.follow_up_dispatch_task",
-        "schedule": 60,
-        "options": {"expires": 55},
+        "schedule": OSCM_FOLLOW_UP_DISPATCH_SECONDS,
+        "options": {"expires": max(OSCM_FOLLOW_UP_DISPATCH_SECONDS - 5, 1)},
     },
 }
 # Remediation actions: measurements falling due, overdue reminders and the
@@ -250,6 +258,10 @@ CELERY_BEAT_SCHEDULE.update(
 OSCM_BATCH_SIZE = env_int("OSCM_BATCH_SIZE", 2000)
 # Feedback older than this and still not evaluated is picked up by the sweep.
 OSCM_SWEEP_GRACE_SECONDS = env_int("OSCM_SWEEP_GRACE_SECONDS", 30)
+# An outbox row claimed (state sending) longer ago than this, in seconds, is
+# taken to belong to a worker that died, and is claimed and sent again. It
+# must exceed the longest send, including the SMTP timeout.
+OSCM_OUTBOX_CLAIM_TIMEOUT_SECONDS = env_int("OSCM_OUTBOX_CLAIM_TIMEOUT_SECONDS", 600)
 # Scheme, host and port that survey and unsubscribe links in emails start with.
 OSCM_BASE_URL = env_str("OSCM_BASE_URL", "http://127.0.0.1:8000")
 
