@@ -14,7 +14,7 @@ from .factories import CustomerFactory, FeedbackFactory
 
 REQUIRE_SERVICES = os.environ.get("OSCM_REQUIRE_SERVICES") == "1"
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _evaluate_in_threads(id_lists: list[list[int]]) -> list[EvaluationResult]:

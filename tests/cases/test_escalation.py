@@ -492,7 +492,7 @@ def test_sweep_query_count_flat(team, lead, agent, django_capture_on_commit_call
 # Overlapping sweeps on PostgreSQL
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_overlapping_sweeps_escalate_once(teams, mailoutbox):
     if connection.vendor != "postgresql":
         if REQUIRE_SERVICES:

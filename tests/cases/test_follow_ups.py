@@ -600,7 +600,7 @@ def _run_in_threads(function, count):
         raise errors[0]
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_dispatch_sends_each_once(mailoutbox):
     if connection.vendor != "postgresql":
         pytest.skip("row locking races need PostgreSQL; SQLite writes one at a time")

@@ -303,7 +303,7 @@ def test_deliver_task_runs_delivery(mailoutbox):
     assert len(mailoutbox) == 1
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_delivery_sends_once(mailoutbox):
     if connection.vendor != "postgresql":
         pytest.skip("row locking races need PostgreSQL; SQLite writes one at a time")
