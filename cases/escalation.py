@@ -121,26 +121,39 @@ def case_sla_apply(*, cases: Sequence[Case], now: datetime) -> None:
     policies = list(SlaPolicy.objects.filter(is_active=True).order_by("position", "pk"))
     calendars = team_calendars(team_ids={case.team_id for case in cases})
 
-    # A batch shares a few teams, priorities and opening times, so the
-    # choices and the calendar walks are memoised per distinct input.
-    chosen: dict[tuple, SlaPolicy | None] = {}
-    due_times: dict[tuple, datetime] = {}
+    # Cases of one batch share their opening time and a few teams,
+    # priorities and topics. So the policy is chosen once per distinct
+    # (team, priority, topic, opening time), and the calendar is walked once
+    # per distinct (policy, calendar, opening time).
+    settled: dict[tuple, tuple[SlaPolicy | None, list[tuple[str, datetime]]]] = {}
+    due_times: dict[tuple, list[tuple[str, datetime]]] = {}
     for case in cases:
-        key = (case.team_id, case.priority, case.topic_id)
-        if key not in chosen:
-            chosen[key] = sla_policy_select(case=case, policies=policies)
-        policy = chosen[key]
-        case.sla_policy = policy
-        if policy is None:
-            continue
-        calendar = calendars[case.team_id]
         opened_at = case.opened_at or now
-        for target in TARGETS:
-            minutes = getattr(policy, target.minutes_field)
-            due_key = (calendar, opened_at, minutes)
-            if due_key not in due_times:
-                due_times[due_key] = add_business_minutes(opened_at, minutes, calendar)
-            setattr(case, target.due_field, due_times[due_key])
+        key = (case.team_id, case.priority, case.topic_id, opened_at)
+        entry = settled.get(key)
+        if entry is None:
+            policy = sla_policy_select(case=case, policies=policies)
+            dues: list[tuple[str, datetime]] = []
+            if policy is not None:
+                calendar = calendars[case.team_id]
+                due_key = (policy.pk, calendar, opened_at)
+                if due_key not in due_times:
+                    due_times[due_key] = [
+                        (
+                            target.due_field,
+                            add_business_minutes(
+                                opened_at,
+                                getattr(policy, target.minutes_field),
+                                calendar,
+                            ),
+                        )
+                        for target in TARGETS
+                    ]
+                dues = due_times[due_key]
+            entry = settled[key] = (policy, dues)
+        case.sla_policy, dues = entry
+        for field, due in dues:
+            setattr(case, field, due)
 
     saved = [case for case in cases if not case._state.adding]
     if saved:

@@ -2,29 +2,57 @@
 case or attach to the open one, route it to a team and assign an agent.
 
 Evaluation is set-based: a batch of a few thousand feedback ids costs the same
-fixed number of queries, with no query per row.
+fixed number of queries, with no query per row. On PostgreSQL the claim is one
+UPDATE ... RETURNING, and cases, case links and case events are written
+through COPY (``feedback.pgcopy``); SQLite keeps the ORM's bulk inserts.
 """
 
+import heapq
 import logging
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from feedback import pgcopy
 from feedback.models import Feedback
 from oscm.errors import DomainError
 
 from . import selectors
-from .models import Case, CaseFeedback, CaseRule, RoutingRule, Team, TeamMember
-from .workflow import case_events_record_opening
+from .models import (
+    Case,
+    CaseEvent,
+    CaseFeedback,
+    CaseRule,
+    RoutingRule,
+    Team,
+    TeamMember,
+)
+from .workflow import _cases_resume_waiting, case_events_record_opening
 
 logger = logging.getLogger(__name__)
 
-# Fields the rules, the dedup key and routing read; everything else stays in
-# the database.
+
+class ClaimedFeedback(NamedTuple):
+    """The columns of a claimed feedback that the rules, the dedup key and
+    routing read, in ``_EVALUATION_FIELDS`` order. A tuple costs a fraction
+    of a model instance, and a batch claims thousands."""
+
+    pk: int
+    customer_id: int | None
+    kind: str
+    score: int | None
+    sentiment: float | None
+    touchpoint: str
+    primary_topic_id: int | None
+
+
 _EVALUATION_FIELDS = (
     "id",
     "customer_id",
@@ -58,17 +86,15 @@ class EvaluationResult:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RuleMatch:
-    """A feedback that a case rule matched, and the reason in words."""
+    """A feedback that a case rule matched, the reason in words, and the
+    feedback's dedup key (``case_dedup_key``)."""
 
-    feedback: Feedback
+    feedback: Feedback | ClaimedFeedback
     rule: CaseRule
     reason: str
-
-    @property
-    def dedup_key(self) -> str:
-        return case_dedup_key(feedback=self.feedback)
+    dedup_key: str
 
 
 @dataclass(frozen=True)
@@ -84,7 +110,7 @@ class CaseOpenResult:
     attached: int
 
 
-def case_dedup_key(*, feedback: Feedback) -> str:
+def case_dedup_key(*, feedback: Feedback | ClaimedFeedback) -> str:
     """Return the key that allows one open case per customer and topic.
 
     Feedback without a customer cannot be grouped, so it keys on itself.
@@ -95,7 +121,7 @@ def case_dedup_key(*, feedback: Feedback) -> str:
 
 
 def case_rule_match(
-    *, feedback: Feedback, rules: Sequence[CaseRule]
+    *, feedback: Feedback | ClaimedFeedback, rules: Sequence[CaseRule]
 ) -> RuleMatch | None:
     """Return the first rule, in the given order, that the feedback meets.
 
@@ -112,11 +138,14 @@ def case_rule_match(
                 feedback=feedback,
                 rule=rule,
                 reason=f"{' and '.join(reasons)} (rule '{rule.name}')",
+                dedup_key=case_dedup_key(feedback=feedback),
             )
     return None
 
 
-def _rule_bounds_met(*, rule: CaseRule, feedback: Feedback) -> list[str] | None:
+def _rule_bounds_met(
+    *, rule: CaseRule, feedback: Feedback | ClaimedFeedback
+) -> list[str] | None:
     """Return one phrase per bound the rule sets, or None if a bound fails."""
     label = _KIND_LABELS.get(feedback.kind, feedback.kind)
     phrases = []
@@ -227,13 +256,16 @@ class _AgentPool:
     """The available agents of one locked team and their spare slots.
 
     Agents are kept least recently assigned first (never assigned before
-    anyone); each assignment moves the agent to the back.
+    anyone); each assignment moves the agent to the back. Only agents with a
+    spare slot are queued, because a full agent stays full for the rest of
+    the batch, so each assignment costs O(1) for round-robin and O(log n)
+    for capacity.
     """
 
     def __init__(self, *, team: Team, members: list[TeamMember]):
         self.team = team
         self.members = members
-        self.available = sorted(
+        available = sorted(
             (
                 member
                 for member in members
@@ -247,27 +279,39 @@ class _AgentPool:
         )
         self.spare = {
             member.pk: max(member.max_open_cases - member.open_case_count, 0)
-            for member in self.available
+            for member in available
         }
         self.assigned = 0
         self._order: list[TeamMember] = []
+        self._nobody: str | None = None
+
+        self._by_capacity = team.assignment_strategy == Team.AssignmentStrategy.CAPACITY
+        candidates = [member for member in available if self.spare[member.pk] > 0]
+        # Round-robin: the rotation itself. Capacity: a heap of (-spare,
+        # rotation position, member), so the most spare slots come first and
+        # ties go to the agent earliest in the rotation, as round-robin would.
+        self._rotation = deque(candidates)
+        self._heap = [
+            (-self.spare[member.pk], position, member)
+            for position, member in enumerate(candidates)
+        ]
+        heapq.heapify(self._heap)
+        self._next_position = len(candidates)
 
     def assign(self, case: Case) -> None:
-        candidates = [member for member in self.available if self.spare[member.pk] > 0]
-        if not candidates:
+        member = self._next_member()
+        if member is None:
             case.state = Case.State.NEW
             case.assignment_reason = self._nobody_reason()
             return
-        if self.team.assignment_strategy == Team.AssignmentStrategy.CAPACITY:
-            # max() keeps the first of equals, so ties go round-robin.
-            member = max(candidates, key=lambda candidate: self.spare[candidate.pk])
+        spare = self.spare[member.pk]
+        if self._by_capacity:
             reason = (
                 f"most spare capacity in {self.team.name}: {member.user.get_username()} "
-                f"had {self.spare[member.pk]} of {member.max_open_cases} slots free"
+                f"had {spare} of {member.max_open_cases} slots free"
             )
         else:
-            member = candidates[0]
-            open_count = member.max_open_cases - self.spare[member.pk]
+            open_count = member.max_open_cases - spare
             reason = (
                 f"round-robin in {self.team.name}: {member.user.get_username()} was the "
                 f"least recently assigned available agent ({open_count} of "
@@ -276,11 +320,25 @@ class _AgentPool:
         case.assignee = member.user
         case.state = Case.State.ASSIGNED
         case.assignment_reason = reason
-        self.spare[member.pk] -= 1
-        self.available.remove(member)
-        self.available.append(member)
+        self.spare[member.pk] = spare - 1
+        if spare > 1:
+            self._requeue(member)
         self._order.append(member)
         self.assigned += 1
+
+    def _next_member(self) -> TeamMember | None:
+        if self._by_capacity:
+            return heapq.heappop(self._heap)[2] if self._heap else None
+        return self._rotation.popleft() if self._rotation else None
+
+    def _requeue(self, member: TeamMember) -> None:
+        """Put the agent at the back of the rotation."""
+        if self._by_capacity:
+            entry = (-self.spare[member.pk], self._next_position, member)
+            heapq.heappush(self._heap, entry)
+            self._next_position += 1
+        else:
+            self._rotation.append(member)
 
     def stamp_last_assigned(self, *, now: datetime) -> list[TeamMember]:
         """Give each assigned agent a ``last_assigned_at`` in assignment
@@ -294,6 +352,12 @@ class _AgentPool:
         return list(stamped.values())
 
     def _nobody_reason(self) -> str:
+        # The counts cannot change within a batch, so the text is built once.
+        if self._nobody is None:
+            self._nobody = self._nobody_reason_build()
+        return self._nobody
+
+    def _nobody_reason_build(self) -> str:
         if not self.members:
             return f"no available agent in {self.team.name}: the team has no agents"
         away = sum(1 for member in self.members if member.is_away)
@@ -320,27 +384,16 @@ def case_open(*, matches: Sequence[RuleMatch], now: datetime) -> CaseOpenResult:
     open_case_ids = selectors.case_open_ids_by_dedup_key(
         dedup_keys={match.dedup_key for match in matches}
     )
-    new_cases: dict[str, Case] = {}
+    firsts: dict[str, RuleMatch] = {}
     later: list[RuleMatch] = []
     for match in matches:
-        if match.dedup_key in open_case_ids or match.dedup_key in new_cases:
+        if match.dedup_key in open_case_ids or match.dedup_key in firsts:
             later.append(match)
-            continue
-        feedback = match.feedback
-        new_cases[match.dedup_key] = Case(
-            customer_id=feedback.customer_id,
-            trigger_feedback=feedback,
-            topic_id=feedback.primary_topic_id,
-            priority=match.rule.priority,
-            dedup_key=match.dedup_key,
-            rule=match.rule,
-            rule_reason=match.reason,
-            opened_at=now,
-            updated_at=now,
-        )
+        else:
+            firsts[match.dedup_key] = match
+    cases = [_case_build(match=match, now=now) for match in firsts.values()]
 
-    cases = list(new_cases.values())
-    _cases_route(cases=cases)
+    _cases_route(cases=cases, matches=firsts)
     case_assign(cases=cases, now=now)
     from .escalation import case_sla_apply
 
@@ -351,50 +404,49 @@ def case_open(*, matches: Sequence[RuleMatch], now: datetime) -> CaseOpenResult:
     case_ids = dict(open_case_ids)
     case_ids.update({case.dedup_key: case.pk for case in cases if case.pk is not None})
     case_ids.update(conflicts)
-    links = [
-        CaseFeedback(case_id=case.pk, feedback=case.trigger_feedback, attached_at=now)
-        for case in cases
-        if case.pk is not None
-    ]
-    later.extend(_match_of(case) for case in cases if case.pk is None)
-    links.extend(
-        CaseFeedback(
-            case_id=case_ids[match.dedup_key], feedback=match.feedback, attached_at=now
-        )
-        for match in later
-    )
-    CaseFeedback.objects.bulk_create(links)
     opened = [case for case in cases if case.pk is not None]
-    case_events_record_opening(
-        opened=opened,
-        attached=[(case_ids[match.dedup_key], match.feedback.pk) for match in later],
-        now=now,
-    )
+    later.extend(firsts[case.dedup_key] for case in cases if case.pk is None)
+    attached = [(case_ids[match.dedup_key], match.feedback.pk) for match in later]
+    links = [(case.pk, case.trigger_feedback_id) for case in opened] + attached
+    _case_links_insert(links=links, now=now)
+    _case_events_record(opened=opened, attached=attached, now=now)
     from .webhooks import case_webhook_payload, webhook_events_emit
 
-    # One endpoint query per batch; nothing more when no endpoint listens.
+    # One endpoint query per batch. The generator builds no payload when no
+    # endpoint listens.
     webhook_events_emit(
         event="case.opened",
-        items=[(case.pk, "opened", case_webhook_payload(case)) for case in opened],
+        items=((case.pk, "opened", case_webhook_payload(case)) for case in opened),
     )
 
-    touched = {case_ids[match.dedup_key] for match in later} - {
-        case.pk for case in cases
-    }
+    touched = {case_id for case_id, _ in attached} - {case.pk for case in opened}
     if touched:
         Case.objects.filter(pk__in=touched).update(updated_at=now)
-    return CaseOpenResult(
-        cases=[case for case in cases if case.pk is not None], attached=len(later)
+    return CaseOpenResult(cases=opened, attached=len(later))
+
+
+def _case_build(*, match: RuleMatch, now: datetime) -> Case:
+    feedback = match.feedback
+    return Case(
+        customer_id=feedback.customer_id,
+        trigger_feedback_id=feedback.pk,
+        topic_id=feedback.primary_topic_id,
+        priority=match.rule.priority,
+        dedup_key=match.dedup_key,
+        rule_id=match.rule.pk,
+        rule_reason=match.reason,
+        opened_at=now,
+        updated_at=now,
     )
 
 
-def _match_of(case: Case) -> RuleMatch:
-    return RuleMatch(
-        feedback=case.trigger_feedback, rule=case.rule, reason=case.rule_reason
-    )
+def _cases_route(*, cases: Sequence[Case], matches: dict[str, RuleMatch]) -> None:
+    """Route each case by its topic and its trigger feedback's touchpoint.
 
-
-def _cases_route(*, cases: Sequence[Case]) -> None:
+    ``matches`` maps each case's dedup key to the match that built it. The
+    decision depends only on (topic, touchpoint), so each pair is decided
+    once per batch.
+    """
     if not cases:
         return
     rules = list(
@@ -403,20 +455,26 @@ def _cases_route(*, cases: Sequence[Case]) -> None:
         .order_by("position", "pk")
     )
     fallback_team = Team.objects.filter(is_fallback=True).first()
+    decisions: dict[tuple[int | None, str], RoutingDecision] = {}
     for case in cases:
-        decision = case_route(
-            topic_id=case.topic_id,
-            touchpoint=case.trigger_feedback.touchpoint,
-            rules=rules,
-            fallback_team=fallback_team,
-        )
+        touchpoint = matches[case.dedup_key].feedback.touchpoint
+        key = (case.topic_id, touchpoint)
+        decision = decisions.get(key)
+        if decision is None:
+            decision = decisions[key] = case_route(
+                topic_id=case.topic_id,
+                touchpoint=touchpoint,
+                rules=rules,
+                fallback_team=fallback_team,
+            )
         case.team = decision.team
         case.routing_rule = decision.rule
         case.routing_reason = decision.reason
 
 
 def _cases_insert(*, cases: list[Case]) -> dict[str, int]:
-    """Insert the cases in bulk, or one by one after a dedup conflict.
+    """Insert the cases in bulk, skipping those whose key another worker
+    opened meanwhile.
 
     Another worker may commit an open case with the same dedup key between
     the lookup and this insert, and the partial unique index then rejects
@@ -425,11 +483,14 @@ def _cases_insert(*, cases: list[Case]) -> dict[str, int]:
     """
     if not cases:
         return {}
+    # The same key order in every worker keeps two inserts waiting on each
+    # other's keys from deadlocking.
+    ordered = sorted(cases, key=lambda case: case.dedup_key)
+    if connection.vendor == "postgresql":
+        return _cases_copy(cases=ordered)
     try:
         with transaction.atomic():
-            # The same key order in every worker keeps two inserts waiting on
-            # each other's keys from deadlocking.
-            Case.objects.bulk_create(sorted(cases, key=lambda case: case.dedup_key))
+            Case.objects.bulk_create(ordered)
         return {}
     except IntegrityError:
         logger.warning(
@@ -437,7 +498,8 @@ def _cases_insert(*, cases: list[Case]) -> dict[str, int]:
             extra={"case_count": len(cases)},
         )
     # NOTE: the agents chosen for rejected cases keep their new
-    # last_assigned_at, so the rotation skips them once.
+    # last_assigned_at, so the rotation skips them once. The same holds on
+    # the COPY path.
     conflicts: dict[str, int] = {}
     for case in cases:
         case.pk = None
@@ -457,6 +519,128 @@ def _cases_insert(*, cases: list[Case]) -> dict[str, int]:
     return conflicts
 
 
+# Case has only plain columns (numbers, text, booleans, times), so the
+# attribute values go to COPY as they are, without Django's conversions.
+_CASE_FIELDS = [field for field in Case._meta.concrete_fields if not field.primary_key]
+_CASE_COLUMNS = [field.column for field in _CASE_FIELDS]
+_CASE_ATTNAMES = [field.attname for field in _CASE_FIELDS]
+
+
+def _cases_copy(*, cases: list[Case]) -> dict[str, int]:
+    """Insert the cases through COPY and ``ON CONFLICT DO NOTHING`` on the
+    partial unique index of open dedup keys, on PostgreSQL.
+
+    A key that another transaction inserted first and has not committed yet
+    makes the INSERT wait for it, as a plain INSERT would. If that
+    transaction commits, the row is skipped and the winner is read after
+    the INSERT. Returns the winners' ids by key.
+    """
+    rows = [[getattr(case, name) for name in _CASE_ATTNAMES] for case in cases]
+    inserted = dict(
+        pgcopy.copy_insert(
+            Case._meta.db_table,
+            _CASE_COLUMNS,
+            rows,
+            on_conflict='("dedup_key") WHERE "is_open" DO NOTHING',
+            returning='"dedup_key", "id"',
+        )
+    )
+    rejected = []
+    for case in cases:
+        case.pk = inserted.get(case.dedup_key)
+        if case.pk is None:
+            rejected.append(case.dedup_key)
+        else:
+            case._state.adding = False
+            case._state.db = connection.alias
+    if not rejected:
+        return {}
+
+    logger.warning(
+        "Case insert skipped %d dedup keys opened concurrently; attaching instead",
+        len(rejected),
+        extra={"case_count": len(cases), "conflict_count": len(rejected)},
+    )
+    winners = dict(
+        Case.objects.filter(is_open=True, dedup_key__in=rejected).values_list(
+            "dedup_key", "pk"
+        )
+    )
+    missing = sorted(set(rejected) - winners.keys())
+    if missing:
+        # The winner was closed between the INSERT and this read.
+        raise IntegrityError(
+            f"Case insert conflicted on dedup keys {missing}, but no open case "
+            "has them any more. The batch rolls back and the feedback sweep "
+            "evaluates it again."
+        )
+    return winners
+
+
+def _case_links_insert(*, links: list[tuple[int, int]], now: datetime) -> None:
+    """Store (case id, feedback id) pairs as CaseFeedback rows."""
+    if not links:
+        return
+    if connection.vendor == "postgresql":
+        pgcopy.copy_rows(
+            CaseFeedback._meta.db_table,
+            ("case_id", "feedback_id", "attached_at"),
+            [(case_id, feedback_id, now) for case_id, feedback_id in links],
+        )
+        return
+    CaseFeedback.objects.bulk_create(
+        CaseFeedback(case_id=case_id, feedback_id=feedback_id, attached_at=now)
+        for case_id, feedback_id in links
+    )
+
+
+def _case_events_record(
+    *, opened: Sequence[Case], attached: Sequence[tuple[int, int]], now: datetime
+) -> None:
+    """Record the opened and feedback_attached events of a batch, and resume
+    waiting cases that got new feedback.
+
+    SQLite goes through ``workflow.case_events_record_opening``. On
+    PostgreSQL the same rows are COPY'd: same kinds, changes and body, in the
+    same order (opened, attached, then the resumed cases' state changes).
+    """
+    if connection.vendor != "postgresql":
+        case_events_record_opening(opened=opened, attached=attached, now=now)
+        return
+
+    resumed = _cases_resume_waiting(
+        case_ids={case_id for case_id, _ in attached}, now=now
+    )
+    rows = [
+        {
+            "case_id": case.pk,
+            "kind": CaseEvent.Kind.OPENED,
+            "changes": {
+                "state": [None, case.state],
+                "team": [None, case.team_id],
+                "assignee": [None, case.assignee_id],
+                "priority": [None, case.priority],
+            },
+            "body": case.rule_reason,
+            "created_at": now,
+        }
+        for case in opened
+    ]
+    rows.extend(
+        {
+            "case_id": case_id,
+            "kind": CaseEvent.Kind.FEEDBACK_ATTACHED,
+            "changes": {"feedback": [None, feedback_id]},
+            "created_at": now,
+        }
+        for case_id, feedback_id in attached
+    )
+    if rows:
+        pgcopy.copy_model_rows(CaseEvent, rows)
+    if resumed:
+        CaseEvent.objects.bulk_create(resumed)
+
+
 def feedback_evaluate(*, feedback_ids: Iterable[int]) -> EvaluationResult:
     """Evaluate feedback against the case rules, opening or attaching cases.
 
@@ -472,25 +656,18 @@ def feedback_evaluate(*, feedback_ids: Iterable[int]) -> EvaluationResult:
 
     with transaction.atomic():
         now = timezone.now()
-        claimed = list(
-            Feedback.objects.filter(pk__in=ids, evaluated_at__isnull=True)
-            .exclude(selectors.FEEDBACK_NOT_READY)
-            .only(*_EVALUATION_FIELDS)
-            .order_by("pk")
-            .select_for_update(skip_locked=True)
-        )
+        claimed = _feedback_claim(ids=ids, now=now)
         if not claimed:
             return EvaluationResult()
-        Feedback.objects.filter(pk__in=[row.pk for row in claimed]).update(
-            evaluated_at=now
-        )
 
-        rules = list(CaseRule.objects.filter(is_active=True).order_by("position", "pk"))
-        matches = [
-            match
-            for feedback in claimed
-            if (match := case_rule_match(feedback=feedback, rules=rules)) is not None
-        ]
+        rules_by_kind: dict[str, list[CaseRule]] = {}
+        for rule in CaseRule.objects.filter(is_active=True).order_by("position", "pk"):
+            rules_by_kind.setdefault(rule.kind, []).append(rule)
+        matches = []
+        for feedback in claimed:
+            rules = rules_by_kind.get(feedback.kind)
+            if rules and (match := case_rule_match(feedback=feedback, rules=rules)):
+                matches.append(match)
         opened = (
             case_open(matches=matches, now=now) if matches else CaseOpenResult([], 0)
         )
@@ -499,6 +676,49 @@ def feedback_evaluate(*, feedback_ids: Iterable[int]) -> EvaluationResult:
     return EvaluationResult(
         evaluated=len(claimed), cases_opened=len(opened.cases), attached=opened.attached
     )
+
+
+def _feedback_claim(*, ids: list[int], now: datetime) -> list[ClaimedFeedback]:
+    """Lock the ready, unevaluated feedback among ``ids``, stamp
+    ``evaluated_at`` and return its rows in id order."""
+    ready = (
+        Feedback.objects.filter(evaluated_at__isnull=True)
+        .exclude(selectors.FEEDBACK_NOT_READY)
+        .order_by("pk")
+        .select_for_update(skip_locked=True)
+    )
+    if connection.vendor != "postgresql":
+        rows = list(ready.filter(pk__in=ids).values_list(*_EVALUATION_FIELDS))
+        if rows:
+            Feedback.objects.filter(pk__in=[row[0] for row in rows]).update(
+                evaluated_at=now
+            )
+        return [ClaimedFeedback._make(row) for row in rows]
+
+    # One statement locks, stamps and returns the rows. The ids travel as one
+    # array literal, not as thousands of bind parameters that psycopg would
+    # interpolate and PostgreSQL parse.
+    id_array = "{" + ",".join(str(int(pk)) for pk in ids) + "}"
+    locked_sql, params = (
+        ready.filter(pk__in=RawSQL("SELECT unnest(%s::bigint[])", [id_array]))
+        .values_list("pk")
+        .query.sql_with_params()
+    )
+    table = connection.ops.quote_name(Feedback._meta.db_table)
+    columns = ", ".join(
+        f"{table}.{connection.ops.quote_name(Feedback._meta.get_field(name).column)}"
+        for name in _EVALUATION_FIELDS
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH claimed (id) AS ({locked_sql}) "
+            f'UPDATE {table} SET "evaluated_at" = %s FROM claimed '
+            f'WHERE {table}."id" = claimed.id RETURNING {columns}',
+            [*params, now],
+        )
+        rows = cursor.fetchall()
+    rows.sort()
+    return [ClaimedFeedback._make(row) for row in rows]
 
 
 def _log_batch(*, requested: int, claimed: int, opened: CaseOpenResult) -> None:

@@ -1,10 +1,12 @@
-from datetime import timedelta
+import random
+from datetime import datetime, timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from cases.models import Case, Team, TeamMember
-from cases.services import feedback_evaluate
+from cases.services import _AgentPool, feedback_evaluate
 
 from .factories import CustomerFactory, FeedbackFactory, TeamMemberFactory, UserFactory
 
@@ -180,3 +182,82 @@ def open_case_for(user, team: Team) -> Case:
         rule_reason="set up by the test",
         routing_reason="set up by the test",
     )
+
+
+def _reference_picks(members: list[TeamMember], *, by_capacity: bool, cases: int):
+    """Return the user ids a list-based pool assigns: every case scans the
+    agents with a spare slot, in rotation order, and the pick moves to the
+    back. Capacity picks the first of those with the most spare slots."""
+    available = sorted(
+        (member for member in members if not member.is_away and member.user.is_active),
+        key=lambda member: (
+            member.last_assigned_at is not None,
+            member.last_assigned_at or datetime.min,
+            member.pk,
+        ),
+    )
+    spare = {
+        member.pk: max(member.max_open_cases - member.open_case_count, 0)
+        for member in available
+    }
+    picks = []
+    for _ in range(cases):
+        candidates = [member for member in available if spare[member.pk] > 0]
+        if not candidates:
+            picks.append(None)
+            continue
+        if by_capacity:
+            member = max(candidates, key=lambda candidate: spare[candidate.pk])
+        else:
+            member = candidates[0]
+        spare[member.pk] -= 1
+        available.remove(member)
+        available.append(member)
+        picks.append(member.user.pk)
+    return picks
+
+
+def _random_members(generator: random.Random) -> list[TeamMember]:
+    """Unsaved agents with random workload, state and ties in last_assigned_at."""
+    now = timezone.now()
+    members = []
+    for number in range(generator.randint(0, 6)):
+        member = TeamMember(
+            pk=number + 1,
+            user=get_user_model()(
+                pk=number + 101,
+                username=f"agent-{number}",
+                is_active=generator.random() > 0.1,
+            ),
+            is_away=generator.random() < 0.1,
+            max_open_cases=generator.randint(0, 6),
+            last_assigned_at=generator.choice(
+                [None, now, now - timedelta(minutes=generator.randint(1, 3))]
+            ),
+        )
+        member.open_case_count = generator.randint(0, 4)
+        members.append(member)
+    return members
+
+
+@pytest.mark.parametrize("strategy", Team.AssignmentStrategy.values)
+def test_pool_matches_list_scan(strategy):
+    """The queued pool picks the same agents as scanning the whole list."""
+    generator = random.Random(7)
+    for _ in range(300):
+        members = _random_members(generator)
+        cases = [Case() for _ in range(generator.randint(1, 25))]
+        pool = _AgentPool(
+            team=Team(name="Pool", assignment_strategy=strategy), members=members
+        )
+
+        for case in cases:
+            pool.assign(case)
+
+        expected = _reference_picks(
+            members,
+            by_capacity=strategy == Team.AssignmentStrategy.CAPACITY,
+            cases=len(cases),
+        )
+        assert [case.assignee_id for case in cases] == expected
+        assert pool.assigned == sum(pick is not None for pick in expected)

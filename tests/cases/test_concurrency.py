@@ -2,9 +2,10 @@
 
 import os
 import threading
+import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from cases.models import Case, CaseFeedback
 from cases.services import EvaluationResult, feedback_evaluate
@@ -82,3 +83,71 @@ def test_same_customer_racing_opens_one_case(topics):
     assert sum(result.cases_opened for result in results) == 1
     assert sum(result.attached for result in results) == 7
     assert case.feedback.count() == 8
+
+
+def _wait_for_lock_wait(timeout: float = 20) -> None:
+    """Return once another session of this database waits on a lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                "current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.05)
+    pytest.fail(f"no session waited on a lock within {timeout} s")
+
+
+def test_key_opened_by_uncommitted_batch_attaches(topics, caplog):
+    """A batch that finds no open case while another batch's new case for
+    the same key is uncommitted waits for it, then attaches to it."""
+    customer = CustomerFactory()
+    first, second = (
+        FeedbackFactory(customer=customer, score=score, primary_topic=topics["price"])
+        for score in (1, 2)
+    )
+    release = threading.Event()
+    results: dict[str, EvaluationResult | BaseException] = {}
+
+    def hold_first_open() -> None:
+        try:
+            with transaction.atomic():
+                results["first"] = feedback_evaluate(feedback_ids=[first.pk])
+                release.wait(timeout=30)
+        except BaseException as error:  # re-raised in the test thread below
+            results["first"] = error
+        finally:
+            connection.close()
+
+    def evaluate_second() -> None:
+        try:
+            results["second"] = feedback_evaluate(feedback_ids=[second.pk])
+        except BaseException as error:  # re-raised in the test thread below
+            results["second"] = error
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_first_open)
+    holder.start()
+    deadline = time.monotonic() + 20
+    while "first" not in results and time.monotonic() < deadline:
+        time.sleep(0.05)
+    racer = threading.Thread(target=evaluate_second)
+    racer.start()
+    _wait_for_lock_wait()
+    release.set()
+    holder.join(timeout=30)
+    racer.join(timeout=30)
+
+    for result in results.values():
+        if isinstance(result, BaseException):
+            raise result
+    case = Case.objects.get()
+    assert results["first"] == EvaluationResult(evaluated=1, cases_opened=1, attached=0)
+    assert results["second"] == EvaluationResult(
+        evaluated=1, cases_opened=0, attached=1
+    )
+    assert set(case.feedback.all()) == {first, second}
+    assert "opened concurrently" in caplog.text

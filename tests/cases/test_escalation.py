@@ -575,6 +575,19 @@ def test_sweep_breach_emits_escalated_webhook_once(
 
 
 @pytest.mark.django_db
+def test_apply_batch_keeps_each_opening_time(team):
+    early = _open_case(team, opened_at=MONDAY)
+    late = _open_case(team, opened_at=_utc(2025, 3, 3, 10))
+
+    case_sla_apply(cases=[early, late], now=MONDAY)
+
+    # 480 business minutes of 09:00-17:00 days: the same day's close, or
+    # the next day at the opening hour.
+    assert early.first_response_due_at == _utc(2025, 3, 3, 17)
+    assert late.first_response_due_at == _utc(2025, 3, 4, 10)
+
+
+@pytest.mark.django_db
 def test_sweep_breach_events_fill_defaults(
     team, lead, django_capture_on_commit_callbacks
 ):

@@ -11,6 +11,7 @@ from cases.models import Case, CaseEvent, CaseFeedback, CaseRule, Priority
 from cases.seeds import DEFAULT_CASE_RULES
 from cases.services import EvaluationResult, feedback_evaluate
 from cases.tasks import feedback_evaluate_task
+from cases.workflow import case_events_record_opening
 from feedback.models import Feedback
 
 from .factories import CustomerFactory, FeedbackFactory, TeamMemberFactory
@@ -336,3 +337,62 @@ def test_opening_queues_case_opened_webhook(teams, topics):
     message = OutboxMessage.objects.get(channel=OutboxMessage.Channel.WEBHOOK)
     assert message.payload["event"] == "case.opened"
     assert message.payload["body"]["data"]["id"] == Case.objects.get().pk
+
+
+def _event_fields(event: CaseEvent) -> tuple:
+    return (
+        event.case_id,
+        event.actor_id,
+        event.kind,
+        event.changes,
+        event.body,
+        event.visibility,
+        event.channel,
+        event.outcome,
+        event.created_at,
+    )
+
+
+def test_copied_events_match_workflow_events(topics):
+    """On PostgreSQL the batch's events are COPY'd; they must equal the rows
+    that ``case_events_record_opening`` writes for the same batch."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the COPY path runs on PostgreSQL only")
+    first = FeedbackFactory(score=1, primary_topic=topics["price"])
+    evaluate(first)
+    attaching = FeedbackFactory(
+        customer=first.customer, score=2, primary_topic=topics["price"]
+    )
+    new = FeedbackFactory(score=0, primary_topic=topics["delivery"])
+    last_event = CaseEvent.objects.order_by("pk").last()
+
+    evaluate(attaching, new)
+
+    copied = list(CaseEvent.objects.filter(pk__gt=last_event.pk).order_by("pk"))
+    case_events_record_opening(
+        opened=[Case.objects.get(trigger_feedback=new)],
+        attached=[(Case.objects.get(trigger_feedback=first).pk, attaching.pk)],
+        now=copied[0].created_at,
+    )
+    recorded = list(CaseEvent.objects.filter(pk__gt=copied[-1].pk).order_by("pk"))
+    assert [_event_fields(event) for event in copied] == [
+        _event_fields(event) for event in recorded
+    ]
+
+
+def test_batch_links_trigger_and_attached_feedback(topics):
+    first = FeedbackFactory(score=1, primary_topic=topics["price"])
+    evaluate(first)
+    attaching = FeedbackFactory(
+        customer=first.customer, score=2, primary_topic=topics["price"]
+    )
+    new = FeedbackFactory(score=0, primary_topic=topics["delivery"])
+
+    evaluate(attaching, new)
+
+    links = CaseFeedback.objects.filter(feedback__in=[attaching, new])
+    assert {(link.case.trigger_feedback_id, link.feedback_id) for link in links} == {
+        (first.pk, attaching.pk),
+        (new.pk, new.pk),
+    }
+    assert Feedback.objects.get(pk=attaching.pk).evaluated_at is not None
