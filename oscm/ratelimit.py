@@ -1,6 +1,6 @@
 """Login rate limits kept in Django's cache.
 
-Failed logins count in fixed windows against three keys, each with its own
+Failed logins count against three keys, each with its own
 limit: the username from one client IP (tight, stops guessing one
 password), the username from any IP (looser, slows guessing spread over
 many addresses) and the client IP for any username (loosest, slows
@@ -39,19 +39,26 @@ class LoginRateLimiter:
 
     def retry_after(self, *, username: str, ip: str) -> int:
         """Return the seconds until a blocked client may try again, 0 if not blocked."""
-        window, remaining = self._window()
-        limits = self._limits(username=username, ip=ip, window=window)
-        counts = cache.get_many(list(limits))
-        if any(count >= limits[key] for key, count in counts.items()):
-            return remaining
-        return 0
+        limits = self._limits(username=username, ip=ip)
+        stored = cache.get_many([*limits, *(f"{key}:until" for key in limits)])
+        now = time.time()
+        waits = [
+            int(stored.get(f"{key}:until", now) - now) + 1
+            for key, limit in limits.items()
+            if stored.get(key, 0) >= limit
+        ]
+        return max(waits, default=0)
 
     def record_failure(self, *, username: str, ip: str) -> None:
-        window, _ = self._window()
-        for key in self._limits(username=username, ip=ip, window=window):
-            # add() creates the counter only if missing, so incr() never
-            # raises for a key another process created first.
-            cache.add(key, 0, timeout=self.window_seconds + 1)
+        # Each window starts at the first failure of its key and lasts
+        # window_seconds, so failures are never split across a clock minute.
+        until = time.time() + self.window_seconds
+        for key in self._limits(username=username, ip=ip):
+            # add() creates a key only if missing, so the counter and its end
+            # time start together and incr() never raises for a key that
+            # another process created first.
+            cache.add(f"{key}:until", until, timeout=self.window_seconds)
+            cache.add(key, 0, timeout=self.window_seconds)
             try:
                 cache.incr(key)
             except ValueError:
@@ -60,18 +67,14 @@ class LoginRateLimiter:
                 pass
         logger.warning("Failed login", extra={"client_ip": ip})
 
-    def _window(self) -> tuple[int, int]:
-        now = int(time.time())
-        return now // self.window_seconds, self.window_seconds - now % self.window_seconds
-
-    def _limits(self, *, username: str, ip: str, window: int) -> dict[str, int]:
+    def _limits(self, *, username: str, ip: str) -> dict[str, int]:
         """Return each cache key of this attempt with its failure limit."""
         # Hashing keeps arbitrary usernames within cache key rules.
         name = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
-        limits = {f"login-fail:user:{name}:{window}": self.max_failures_per_username}
+        limits = {f"login-fail:user:{name}": self.max_failures_per_username}
         if ip:
-            limits[f"login-fail:user-ip:{name}:{ip}:{window}"] = self.max_failures
-            limits[f"login-fail:ip:{ip}:{window}"] = self.max_failures_per_ip
+            limits[f"login-fail:user-ip:{name}:{ip}"] = self.max_failures
+            limits[f"login-fail:ip:{ip}"] = self.max_failures_per_ip
         return limits
 
 

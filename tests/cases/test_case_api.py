@@ -753,3 +753,18 @@ def test_user_with_history_cannot_be_deleted():
     CaseEvent.objects.create(case=case, actor=author, kind=CaseEvent.Kind.COMMENT, body="x")
     with pytest.raises(ProtectedError):
         author.delete()
+
+
+def test_rate_limit_window_not_split_by_clock_minute(monkeypatch):
+    from oscm import ratelimit
+
+    clock = [1_000_019.5]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    limiter = ratelimit.LoginRateLimiter()
+
+    for second in (0, 0.2, 0.4, 0.6, 0.8):
+        clock[0] = 1_000_019.5 + second
+        limiter.record_failure(username="erin", ip="127.0.0.5")
+
+    assert limiter.retry_after(username="erin", ip="127.0.0.5") > 0
+    assert limiter.retry_after(username="erin", ip="127.0.0.6") == 0
