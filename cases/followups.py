@@ -12,17 +12,19 @@ import hashlib
 import logging
 import secrets
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 
 from django.conf import settings
 from django.core import signing
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.html import escape
 
 from feedback.intake import validate_item
 from feedback.models import Customer, Feedback
@@ -30,7 +32,7 @@ from feedback.services import feedback_ingest
 from oscm.errors import DomainError
 
 from .models import Case, CaseEvent, CaseFeedback, ContactPolicy, FollowUp, Team
-from .outbox import LOG_CONTEXT_KEY, REDACT_KEY, outbox_enqueue
+from .outbox import LOG_CONTEXT_KEY, REDACT_KEY, outbox_enqueue_many
 from .seeds import DEFAULT_CASE_RULES, DEFAULT_CONTACT_POLICY
 
 logger = logging.getLogger(__name__)
@@ -71,10 +73,12 @@ def score_is_unhappy(*, kind: str, score: int) -> bool:
 # day at a time, and is skipped after this many postponements.
 OPEN_CASE_POSTPONEMENT = timedelta(days=1)
 MAX_OPEN_CASE_POSTPONEMENTS = 14
-DISPATCH_BATCH_SIZE = 100
-# Batches one dispatch run handles at most: 10,000 follow-ups, a few seconds
-# to a minute of work, so a run ends before the beat queues the next one.
-DISPATCH_MAX_BATCHES = 100
+# Follow-ups per batch: one transaction, a fixed number of queries and one
+# delivery task for up to this many emails.
+DISPATCH_BATCH_SIZE = 500
+# Batches one dispatch run handles at most: 10,000 follow-ups, seconds of
+# work, so a run ends before the beat queues the next one.
+DISPATCH_MAX_BATCHES = 20
 UNSUBSCRIBE_SALT = "oscm.cases.unsubscribe"
 # Touchpoint of answer feedback, so metrics can tell recovery answers apart
 # from feedback on the original experience.
@@ -135,11 +139,46 @@ def contact_policy_for(
         for row in ContactPolicy.objects.filter(team__isnull=True)
         | ContactPolicy.objects.filter(team_id=team.pk if team else None)
     }
+    return _layer_policy(
+        survey=survey,
+        team_row=rows.get(team.pk) if team is not None else None,
+        global_row=rows.get(None),
+    )
+
+
+def contact_policies_for(
+    *, teams: Collection[Team]
+) -> dict[int, EffectiveContactPolicy]:
+    """Return the contact rules of each team's surveys, by team id, in one query.
+
+    Each value equals ``contact_policy_for(team=team)``.
+    """
+    team_ids = [team.pk for team in teams]
+    rows = {
+        row.team_id: row
+        for row in ContactPolicy.objects.filter(
+            Q(team__isnull=True) | Q(team_id__in=team_ids)
+        )
+    }
+    return {
+        team_id: _layer_policy(
+            survey=None, team_row=rows.get(team_id), global_row=rows.get(None)
+        )
+        for team_id in team_ids
+    }
+
+
+def _layer_policy(
+    *,
+    survey: Mapping[str, object] | None,
+    team_row: ContactPolicy | None,
+    global_row: ContactPolicy | None,
+) -> EffectiveContactPolicy:
     layers: list[Mapping[str, object]] = [dict(survey or {})]
-    if team is not None and team.pk in rows:
-        layers.append(_policy_values(rows[team.pk]))
-    if None in rows:
-        layers.append(_policy_values(rows[None]))
+    if team_row is not None:
+        layers.append(_policy_values(team_row))
+    if global_row is not None:
+        layers.append(_policy_values(global_row))
     else:
         layers.append(_policy_values(_CODE_DEFAULTS))
 
@@ -258,8 +297,9 @@ def follow_up_dispatch(
 
     Sending stores the token hash and queues the email with dedup key
     ``follow-up:<id>`` in the same transaction, so a dispatch that runs twice
-    queues one email. Sent follow-ups past their expiry are marked expired
-    first.
+    queues one email. Each batch queues one ``outbox_deliver_batch_task``
+    for its emails after commit. Sent follow-ups past their expiry are
+    marked expired first.
     """
     now = now or timezone.now()
     result = DispatchResult()
@@ -313,50 +353,139 @@ def _claim_and_dispatch(
     result: DispatchResult,
     now: datetime,
 ) -> None:
-    """Lock a batch of due follow-ups and apply the rules to each one.
+    """Lock a batch of due follow-ups, apply the rules and write the outcomes.
 
-    Rows another worker holds are skipped. One transaction for the batch
-    saves a commit per follow-up. Each row gets a savepoint, so one that
-    cannot be rendered or queued rolls back alone and stays scheduled for
-    the next run. A DatabaseError rolls back the whole batch: none of its
-    emails are queued, because they go out only after the commit.
+    Rows another worker has locked are skipped. The batch costs a constant number
+    of queries: the lock, the policies of teams not seen yet in this run, the
+    customers' other open cases, their recent surveys, one bulk UPDATE of
+    the follow-ups, the outbox insert and its id lookup. A follow-up whose
+    email cannot be rendered stays scheduled for the next run. A
+    DatabaseError rolls back the whole batch: none of its emails are queued,
+    because one delivery task for the batch is queued only after the commit.
     """
     with transaction.atomic():
-        follow_ups = (
+        follow_ups = list(
             FollowUp.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related(
-                "customer", "case__team__calendar", "case__trigger_feedback"
-            )
+            .select_related("customer", "case__team__calendar")
             .filter(
                 pk__in=follow_up_ids, state=FollowUp.State.SCHEDULED, due_at__lte=now
             )
             .order_by("due_at", "pk")
         )
+        if not follow_ups:
+            return
+        teams = {follow_up.case.team for follow_up in follow_ups}
+        new_teams = [team for team in teams if team.pk not in policies]
+        if new_teams:
+            policies.update(contact_policies_for(teams=new_teams))
+        facts = _BatchFacts.load(follow_ups, policies=policies, now=now)
+
+        changed: list[FollowUp] = []
+        payloads: dict[FollowUp, dict] = {}
         for follow_up in follow_ups:
-            team = follow_up.case.team
-            if team.pk not in policies:
-                policies[team.pk] = contact_policy_for(team=team)
-            try:
-                with transaction.atomic():
-                    outcome = _dispatch_one(
-                        follow_up, policy=policies[team.pk], now=now
-                    )
-            except DatabaseError:
-                raise
-            except Exception:
-                logger.exception(
-                    "Follow-up %s could not be dispatched",
-                    follow_up.pk,
-                    extra={"follow_up_id": follow_up.pk},
-                )
-                outcome = "failed"
-            setattr(result, outcome, getattr(result, outcome) + 1)
+            policy = policies[follow_up.case.team_id]
+            outcome = _decide(follow_up, policy=policy, facts=facts, now=now)
+            if outcome != "sent":
+                changed.append(follow_up)
+                _count(result, outcome)
+                continue
+            payload = _prepare_send(follow_up, policy=policy, now=now)
+            if payload is None:
+                result.failed += 1
+                continue
+            payloads[follow_up] = payload
+            facts.record_send(follow_up, now)
+        sent = _write_batch(changed, payloads)
+        result.sent += len(sent)
+        result.skipped += len(payloads) - len(sent)
+        if sent:
+            outbox_enqueue_many(
+                channel="email",
+                messages=[
+                    (f"follow-up:{follow_up.pk}", payloads[follow_up])
+                    for follow_up in sent
+                ],
+            )
+    _log_outcomes(changed, sent)
 
 
-def _dispatch_one(
-    follow_up: FollowUp, *, policy: EffectiveContactPolicy, now: datetime
+def _count(result: DispatchResult, outcome: str) -> None:
+    setattr(result, outcome, getattr(result, outcome) + 1)
+
+
+@dataclass
+class _BatchFacts:
+    """Open cases and recent surveys of the customers of one batch."""
+
+    # Open cases per customer id, lowest id first.
+    open_cases: dict[int, list[int]]
+    # (follow-up id, sent_at) per customer id, of follow-ups sent since the
+    # earliest cooldown start of the batch. Sends of this batch are added as
+    # they are rendered, so a customer with two due follow-ups gets one
+    # survey.
+    last_sent: dict[int, list[tuple[int, datetime]]]
+
+    @classmethod
+    def load(
+        cls,
+        follow_ups: list[FollowUp],
+        *,
+        policies: dict[int, EffectiveContactPolicy],
+        now: datetime,
+    ) -> "_BatchFacts":
+        customer_ids = {follow_up.customer_id for follow_up in follow_ups}
+        open_cases: dict[int, list[int]] = {}
+        rows = (
+            Case.objects.filter(customer_id__in=customer_ids, is_open=True)
+            .order_by("pk")
+            .values_list("customer_id", "pk")
+        )
+        for customer_id, case_id in rows:
+            open_cases.setdefault(customer_id, []).append(case_id)
+
+        cooldowns = [
+            policies[follow_up.case.team_id].cooldown_days
+            for follow_up in follow_ups
+            if not policies[follow_up.case.team_id].followup_exempt_from_cooldown
+        ]
+        last_sent: dict[int, list[tuple[int, datetime]]] = {}
+        if cooldowns:
+            rows = FollowUp.objects.filter(
+                customer_id__in=customer_ids,
+                sent_at__gte=now - timedelta(days=max(cooldowns)),
+            ).values_list("customer_id", "pk", "sent_at")
+            for customer_id, follow_up_id, sent_at in rows:
+                last_sent.setdefault(customer_id, []).append((follow_up_id, sent_at))
+        return cls(open_cases=open_cases, last_sent=last_sent)
+
+    def other_open_case(self, follow_up: FollowUp) -> int | None:
+        cases = self.open_cases.get(follow_up.customer_id, [])
+        return next((pk for pk in cases if pk != follow_up.case_id), None)
+
+    def record_send(self, follow_up: FollowUp, sent_at: datetime) -> None:
+        self.last_sent.setdefault(follow_up.customer_id, []).append(
+            (follow_up.pk, sent_at)
+        )
+
+    def surveyed_since(self, follow_up: FollowUp, since: datetime) -> bool:
+        return any(
+            pk != follow_up.pk and sent_at >= since
+            for pk, sent_at in self.last_sent.get(follow_up.customer_id, [])
+        )
+
+
+def _decide(
+    follow_up: FollowUp,
+    *,
+    policy: EffectiveContactPolicy,
+    facts: _BatchFacts,
+    now: datetime,
 ) -> str:
-    """Apply the rules to one claimed follow-up; return the outcome's name."""
+    """Apply the rules to one claimed follow-up, changing it in memory only.
+
+    Returns the outcome's name: "sent" means the customer may be surveyed
+    now, and the caller renders and stores the email.
+    """
     customer = follow_up.customer
     case = follow_up.case
     if customer.is_opted_out:
@@ -374,30 +503,21 @@ def _dispatch_one(
             "the case was reopened before the survey",
         )
 
-    other_open = (
-        Case.objects.filter(customer_id=customer.pk, is_open=True)
-        .exclude(pk=case.pk)
-        .first()
-    )
+    other_open = facts.other_open_case(follow_up)
     if other_open is not None:
         if follow_up.attempts >= MAX_OPEN_CASE_POSTPONEMENTS:
             return _close(
                 follow_up,
                 FollowUp.State.SKIPPED,
-                f"case #{other_open.pk} of the customer stayed open for "
+                f"case #{other_open} of the customer stayed open for "
                 f"{MAX_OPEN_CASE_POSTPONEMENTS} postponements",
             )
-        reason = f"case #{other_open.pk} of the customer is open"
+        reason = f"case #{other_open} of the customer is open"
         return _postpone(follow_up, now + OPEN_CASE_POSTPONEMENT, reason, count=True)
 
     if not policy.followup_exempt_from_cooldown:
         since = now - timedelta(days=policy.cooldown_days)
-        recent = (
-            FollowUp.objects.filter(customer_id=customer.pk, sent_at__gte=since)
-            .exclude(pk=follow_up.pk)
-            .exists()
-        )
-        if recent:
+        if facts.surveyed_since(follow_up, since):
             return _close(
                 follow_up,
                 FollowUp.State.SKIPPED,
@@ -415,40 +535,108 @@ def _dispatch_one(
         return _postpone(
             follow_up, allowed_at, f"quiet hours in {zone.key}", count=False
         )
-    return _send(follow_up, policy=policy, now=now)
+    return "sent"
 
 
 def _close(follow_up: FollowUp, state: str, reason: str) -> str:
-    FollowUp.objects.filter(pk=follow_up.pk, state=FollowUp.State.SCHEDULED).update(
-        state=state, skip_reason=reason
-    )
-    logger.info(
-        "Follow-up %s %s: %s",
-        follow_up.pk,
-        state,
-        reason,
-        extra={"follow_up_id": follow_up.pk, "case_id": follow_up.case_id},
-    )
+    follow_up.state = state
+    follow_up.skip_reason = reason
+    follow_up.log_message = f"{state}: {reason}"
     return state
 
 
 def _postpone(
     follow_up: FollowUp, due_at: datetime, reason: str, *, count: bool
 ) -> str:
-    updates = {"due_at": due_at, "skip_reason": f"postponed: {reason}"}
+    follow_up.due_at = due_at
+    follow_up.skip_reason = f"postponed: {reason}"
     if count:
-        updates["attempts"] = follow_up.attempts + 1
-    FollowUp.objects.filter(pk=follow_up.pk, state=FollowUp.State.SCHEDULED).update(
-        **updates
-    )
-    logger.info(
-        "Follow-up %s postponed to %s: %s",
-        follow_up.pk,
-        due_at.isoformat(),
-        reason,
-        extra={"follow_up_id": follow_up.pk, "case_id": follow_up.case_id},
-    )
+        follow_up.attempts += 1
+    follow_up.log_message = f"postponed to {due_at.isoformat()}: {reason}"
     return "postponed"
+
+
+def _prepare_send(
+    follow_up: FollowUp, *, policy: EffectiveContactPolicy, now: datetime
+) -> dict | None:
+    """Give the follow-up a token and render its email; return the payload.
+
+    Returns None, and leaves the follow-up unchanged so it stays scheduled,
+    when the email fails to render. The failure is logged.
+    """
+    token = secrets.token_urlsafe(32)
+    follow_up.expires_at = now + timedelta(days=policy.invitation_valid_days)
+    try:
+        payload = follow_up_email_payload(follow_up, token=token)
+    except Exception:
+        logger.exception(
+            "Follow-up %s could not be dispatched",
+            follow_up.pk,
+            extra={"follow_up_id": follow_up.pk},
+        )
+        follow_up.expires_at = None
+        return None
+    follow_up.state = FollowUp.State.SENT
+    follow_up.token_hash = survey_token_hash(token)
+    follow_up.sent_at = now
+    follow_up.skip_reason = ""
+    return payload
+
+
+_BATCH_FIELDS = (
+    "state",
+    "skip_reason",
+    "due_at",
+    "attempts",
+    "token_hash",
+    "expires_at",
+    "sent_at",
+)
+
+
+def _write_batch(
+    changed: list[FollowUp], payloads: dict[FollowUp, dict]
+) -> list[FollowUp]:
+    """Store the batch's outcomes in one UPDATE; return the follow-ups sent.
+
+    The UPDATE keeps the guard state = scheduled. Under PostgreSQL the rows
+    are locked, so every row matches. SQLite ignores FOR UPDATE, so a
+    concurrent dispatcher may have sent some rows first, and the sends
+    stored are then found by their token hashes.
+    """
+    rows = changed + list(payloads)
+    if not rows:
+        return []
+    updated = FollowUp.objects.filter(state=FollowUp.State.SCHEDULED).bulk_update(
+        rows, _BATCH_FIELDS
+    )
+    if updated == len(rows):
+        return list(payloads)
+    stored = set(
+        FollowUp.objects.filter(
+            token_hash__in=[follow_up.token_hash for follow_up in payloads]
+        ).values_list("pk", flat=True)
+    )
+    return [follow_up for follow_up in payloads if follow_up.pk in stored]
+
+
+def _log_outcomes(changed: list[FollowUp], sent: list[FollowUp]) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    for follow_up in changed:
+        logger.info(
+            "Follow-up %s %s",
+            follow_up.pk,
+            follow_up.log_message,
+            extra={"follow_up_id": follow_up.pk, "case_id": follow_up.case_id},
+        )
+    for follow_up in sent:
+        logger.info(
+            "Follow-up %s of case %s sent",
+            follow_up.pk,
+            follow_up.case_id,
+            extra={"follow_up_id": follow_up.pk, "case_id": follow_up.case_id},
+        )
 
 
 def _customer_zone(follow_up: FollowUp) -> zoneinfo.ZoneInfo:
@@ -499,35 +687,6 @@ def _local_instant(day: date, clock: time, zone: zoneinfo.ZoneInfo) -> datetime:
     # A wall time in a gap does not survive the round trip through UTC; the
     # round trip moves it past the gap.
     return wall.astimezone(zoneinfo.ZoneInfo("UTC"))
-
-
-def _send(follow_up: FollowUp, *, policy: EffectiveContactPolicy, now: datetime) -> str:
-    token = secrets.token_urlsafe(32)
-    expires_at = now + timedelta(days=policy.invitation_valid_days)
-    claimed = FollowUp.objects.filter(
-        pk=follow_up.pk, state=FollowUp.State.SCHEDULED
-    ).update(
-        state=FollowUp.State.SENT,
-        token_hash=survey_token_hash(token),
-        expires_at=expires_at,
-        sent_at=now,
-        skip_reason="",
-    )
-    if claimed != 1:
-        return "skipped"
-    follow_up.expires_at = expires_at
-    outbox_enqueue(
-        channel="email",
-        dedup_key=f"follow-up:{follow_up.pk}",
-        payload=follow_up_email_payload(follow_up, token=token),
-    )
-    logger.info(
-        "Follow-up %s of case %s sent",
-        follow_up.pk,
-        follow_up.case_id,
-        extra={"follow_up_id": follow_up.pk, "case_id": follow_up.case_id},
-    )
-    return "sent"
 
 
 # Email
@@ -651,30 +810,76 @@ def follow_up_email_payload(follow_up: FollowUp, *, token: str) -> dict:
     """
     customer = follow_up.customer
     language = survey_language(customer)
-    text = SURVEY_TEXT[language]
-    survey_url = absolute_url(reverse("survey:answer", args=[token]))
-    scale = [
-        {**item, "url": f"{survey_url}?score={item['score']}"}
-        for item in survey_scale(kind=follow_up.kind, language=language)
-    ]
-    context = {
+    expires_on = follow_up.expires_at.date() if follow_up.expires_at else None
+    text, html = _email_skeleton(
+        language=language,
+        kind=follow_up.kind,
+        has_customer_name=bool(customer.name),
+        expires_on=expires_on,
+        locale=translation.get_language(),
+    )
+    values = {
         "customer_name": customer.name,
-        "case_id": follow_up.case_id,
-        "question": text["questions"][follow_up.kind],
-        "scale": scale,
-        "survey_url": survey_url,
+        "case_id": str(follow_up.case_id),
+        "survey_url": absolute_url(reverse("survey:answer", args=[token])),
         "unsubscribe_url": unsubscribe_url(customer),
-        "expires_on": follow_up.expires_at.date() if follow_up.expires_at else None,
     }
+    for name, value in values.items():
+        text = text.replace(_EMAIL_SLOTS[name], value)
+        html = html.replace(_EMAIL_SLOTS[name], escape(value))
     return {
         "customer_id": customer.pk,
-        "subject": text["subject"],
-        "text": render_to_string(f"cases/email/follow_up_{language}.txt", context),
-        "html": render_to_string(f"cases/email/follow_up_{language}.html", context),
-        "unsubscribe_url": context["unsubscribe_url"],
+        "subject": SURVEY_TEXT[language]["subject"],
+        "text": text,
+        "html": html,
+        "unsubscribe_url": values["unsubscribe_url"],
         REDACT_KEY: ["text", "html"],
         LOG_CONTEXT_KEY: {"follow_up_id": follow_up.pk, "case_id": follow_up.case_id},
     }
+
+
+# Placeholders for the per-follow-up values in a cached email. They are
+# letters, digits and underscores, so HTML escaping leaves them as they are,
+# and the random part keeps them out of any template text.
+_EMAIL_SLOTS = {
+    name: f"oscm{secrets.token_hex(8)}{name}"
+    for name in ("customer_name", "case_id", "survey_url", "unsubscribe_url")
+}
+
+
+@lru_cache(maxsize=256)
+def _email_skeleton(
+    *,
+    language: str,
+    kind: str,
+    has_customer_name: bool,
+    expires_on: date | None,
+    locale: str | None,
+) -> tuple[str, str]:
+    """Render the text and HTML emails once per key, with placeholders.
+
+    A batch then renders the templates once per key, not per follow-up. The
+    key contains every input the templates branch on or format: the
+    customer name only in ``{% if %}``, the expiry date through the
+    ``date`` filter of the active locale.
+    """
+    survey_url = _EMAIL_SLOTS["survey_url"]
+    context = {
+        "customer_name": _EMAIL_SLOTS["customer_name"] if has_customer_name else "",
+        "case_id": _EMAIL_SLOTS["case_id"],
+        "question": SURVEY_TEXT[language]["questions"][kind],
+        "scale": [
+            {**item, "url": f"{survey_url}?score={item['score']}"}
+            for item in survey_scale(kind=kind, language=language)
+        ],
+        "survey_url": survey_url,
+        "unsubscribe_url": _EMAIL_SLOTS["unsubscribe_url"],
+        "expires_on": expires_on,
+    }
+    return (
+        render_to_string(f"cases/email/follow_up_{language}.txt", context),
+        render_to_string(f"cases/email/follow_up_{language}.html", context),
+    )
 
 
 # Answers

@@ -3,20 +3,22 @@
 ``outbox_enqueue`` writes a row in the caller's transaction and queues its
 delivery after commit. ``outbox_deliver`` claims one row with a conditional
 UPDATE, sends it through the handler registered for its channel and records
-the outcome. ``outbox_sweep`` delivers due rows whose task was lost or whose
-retry time has come. Delivery is at least once: a worker that dies after
+the outcome. ``outbox_enqueue_many`` and ``outbox_deliver_batch`` do the same
+for many messages with a fixed number of queries. ``outbox_sweep`` delivers
+due rows whose task was lost or whose retry time has come. Delivery is at least once: a worker that dies after
 sending but before marking the row sent leaves it in ``sending``, and the row
 is reclaimed and sent again after ``OUTBOX_SENDING_TIMEOUT``.
 """
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
-from django.db import transaction
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -79,16 +81,7 @@ def outbox_enqueue(*, channel: str, dedup_key: str, payload: dict) -> int:
     _check_channel(channel)
     now = timezone.now()
     OutboxMessage.objects.bulk_create(
-        [
-            OutboxMessage(
-                channel=channel,
-                dedup_key=dedup_key,
-                payload=payload,
-                next_attempt_at=now,
-                created_at=now,
-            )
-        ],
-        ignore_conflicts=True,
+        [_new_message(channel, dedup_key, payload, now=now)], ignore_conflicts=True
     )
     message_id = OutboxMessage.objects.values_list("pk", flat=True).get(
         dedup_key=dedup_key
@@ -98,6 +91,50 @@ def outbox_enqueue(*, channel: str, dedup_key: str, payload: dict) -> int:
 
     transaction.on_commit(partial(outbox_deliver_task.delay, message_id))
     return message_id
+
+
+def outbox_enqueue_many(*, channel: str, messages: list[tuple[str, dict]]) -> list[int]:
+    """Store messages, given as (dedup_key, payload), and queue one delivery task.
+
+    Works like ``outbox_enqueue`` for many messages: one INSERT that ignores
+    conflicts on ``dedup_key``, one SELECT for the ids, and one
+    ``outbox_deliver_batch_task`` queued after commit for all of them. Keys
+    stored before return the ids of their earlier rows. Returns the ids in
+    no particular order.
+    """
+    _check_channel(channel)
+    if not messages:
+        return []
+    now = timezone.now()
+    OutboxMessage.objects.bulk_create(
+        [
+            _new_message(channel, dedup_key, payload, now=now)
+            for dedup_key, payload in messages
+        ],
+        ignore_conflicts=True,
+    )
+    message_ids = list(
+        OutboxMessage.objects.filter(
+            dedup_key__in=[dedup_key for dedup_key, _ in messages]
+        ).values_list("pk", flat=True)
+    )
+
+    from .tasks import outbox_deliver_batch_task
+
+    transaction.on_commit(partial(outbox_deliver_batch_task.delay, message_ids))
+    return message_ids
+
+
+def _new_message(
+    channel: str, dedup_key: str, payload: dict, *, now: datetime
+) -> OutboxMessage:
+    return OutboxMessage(
+        channel=channel,
+        dedup_key=dedup_key,
+        payload=payload,
+        next_attempt_at=now,
+        created_at=now,
+    )
 
 
 def _deliver_email(message: OutboxMessage) -> None:
@@ -110,7 +147,10 @@ def _deliver_email(message: OutboxMessage) -> None:
     are added.
     """
     payload = message.payload
-    recipients = _email_recipients(payload)
+    _email_message(payload, _email_recipients(payload)).send(fail_silently=False)
+
+
+def _email_message(payload: dict, recipients: list[str]) -> EmailMultiAlternatives:
     headers = {}
     if payload.get("unsubscribe_url"):
         headers["List-Unsubscribe"] = f"<{payload['unsubscribe_url']}>"
@@ -123,21 +163,32 @@ def _deliver_email(message: OutboxMessage) -> None:
     )
     if payload.get("html"):
         email.attach_alternative(payload["html"], "text/html")
-    email.send(fail_silently=False)
+    return email
 
 
-def _email_recipients(payload: dict) -> list[str]:
+_CUSTOMER_FIELDS = ("email", "is_opted_out", "erased_at")
+
+
+def _email_recipients(
+    payload: dict, customers: dict[int, Customer] | None = None
+) -> list[str]:
+    """Return the addresses of an email payload, or raise OutboxCancelled.
+
+    ``customers`` maps ids to the customers preloaded for a batch. Without
+    it, the customer is read now.
+    """
     customer_id = payload.get("customer_id")
     if customer_id is None:
         recipients = list(payload.get("to") or [])
         if not recipients:
             raise OutboxCancelled("the email payload has neither customer_id nor to")
         return recipients
-    customer = (
-        Customer.objects.filter(pk=customer_id)
-        .only("email", "is_opted_out", "erased_at")
-        .first()
-    )
+    if customers is None:
+        customer = (
+            Customer.objects.filter(pk=customer_id).only(*_CUSTOMER_FIELDS).first()
+        )
+    else:
+        customer = customers.get(customer_id)
     if customer is None:
         raise OutboxCancelled(f"customer {customer_id} no longer exists")
     if customer.is_opted_out:
@@ -209,6 +260,152 @@ def outbox_deliver(*, message_id: int, now: datetime | None = None) -> str | Non
     return _finish(message, OutboxMessage.State.SENT, sent_at=timezone.now())
 
 
+def outbox_deliver_batch(
+    *, message_ids: list[int], now: datetime | None = None
+) -> Counter[str]:
+    """Claim many messages at once, send them and record the outcomes.
+
+    The claim is one conditional UPDATE of the rows that are pending and
+    due, to sending, committed before the sends like ``outbox_deliver``
+    does. Emails for the built-in email handler are checked against the
+    customers in one query and sent through one backend connection. Other
+    channels go through their handler one message at a time. Sent and
+    cancelled rows are marked in one UPDATE at the end, and a message whose
+    send fails gets its own retry with backoff. Returns the count of each
+    new state. Must not run inside a transaction.
+
+    NOTE: the at-least-once window spans the batch. A worker lost between
+    the first send and the final UPDATE leaves every claimed row in
+    sending, and the reclaim after ``OUTBOX_SENDING_TIMEOUT`` sends again
+    the ones that had gone out.
+    """
+    now = now or timezone.now()
+    outcomes: Counter[str] = Counter()
+    finished: list[OutboxMessage] = []
+    emails: list[OutboxMessage] = []
+    for message in _claim_batch(message_ids, now=now):
+        handler = OUTBOX_HANDLERS.get(message.channel)
+        if handler is None:
+            error = f"no outbox handler is registered for channel {message.channel!r}"
+            outcomes[_fail(message, error)] += 1
+        elif handler is _deliver_email:
+            emails.append(message)
+        else:
+            _deliver_with_handler(message, handler, finished, outcomes, now=now)
+    if emails:
+        _send_emails(emails, finished, outcomes, now=now)
+
+    if finished:
+        OutboxMessage.objects.filter(state=OutboxMessage.State.SENDING).bulk_update(
+            finished, ["state", "sent_at", "last_error", "payload"]
+        )
+    for message in finished:
+        outcomes[message.state] += 1
+        _log_finished(message)
+    return outcomes
+
+
+def _claim_batch(message_ids: list[int], *, now: datetime) -> list[OutboxMessage]:
+    """Move the pending, due rows among ``message_ids`` to sending; return them.
+
+    One UPDATE ... RETURNING, which PostgreSQL and SQLite 3.35 or later
+    support, so only the rows this call changed come back.
+    """
+    if not message_ids:
+        return []
+    table = connection.ops.quote_name(OutboxMessage._meta.db_table)
+    ids = ", ".join(["%s"] * len(message_ids))
+    sql = (
+        f"UPDATE {table} SET state = %s, claimed_at = %s, attempts = attempts + 1 "
+        f"WHERE id IN ({ids}) AND state = %s AND next_attempt_at <= %s "
+        "RETURNING *"
+    )
+    moment = connection.ops.adapt_datetimefield_value(now)
+    params = [
+        OutboxMessage.State.SENDING,
+        moment,
+        *message_ids,
+        OutboxMessage.State.PENDING,
+        moment,
+    ]
+    return list(OutboxMessage.objects.raw(sql, params))
+
+
+def _deliver_with_handler(
+    message: OutboxMessage,
+    handler: OutboxHandler,
+    finished: list[OutboxMessage],
+    outcomes: Counter[str],
+    *,
+    now: datetime,
+) -> None:
+    try:
+        handler(message)
+    except OutboxCancelled as reason:
+        finished.append(_finished(message, OutboxMessage.State.CANCELLED, str(reason)))
+    except Exception as error:  # noqa: BLE001 - any send failure is retried
+        outcomes[_retry_or_fail(message, error, now=now)] += 1
+    else:
+        finished.append(_finished(message, OutboxMessage.State.SENT))
+
+
+def _send_emails(
+    messages: list[OutboxMessage],
+    finished: list[OutboxMessage],
+    outcomes: Counter[str],
+    *,
+    now: datetime,
+) -> None:
+    """Send email messages through one connection of the email backend."""
+    customer_ids = {m.payload.get("customer_id") for m in messages} - {None}
+    customers = (
+        Customer.objects.only(*_CUSTOMER_FIELDS).in_bulk(customer_ids)
+        if customer_ids
+        else {}
+    )
+    email_connection = get_connection(fail_silently=False)
+    try:
+        email_connection.open()
+    except Exception as error:  # noqa: BLE001 - every message retries
+        for message in messages:
+            outcomes[_retry_or_fail(message, error, now=now)] += 1
+        return
+    try:
+        for message in messages:
+            try:
+                recipients = _email_recipients(message.payload, customers)
+            except OutboxCancelled as reason:
+                state = OutboxMessage.State.CANCELLED
+                finished.append(_finished(message, state, str(reason)))
+                continue
+            email = _email_message(message.payload, recipients)
+            email.connection = email_connection
+            try:
+                email.send(fail_silently=False)
+            except Exception as error:  # noqa: BLE001 - any send failure is retried
+                outcomes[_retry_or_fail(message, error, now=now)] += 1
+            else:
+                finished.append(_finished(message, OutboxMessage.State.SENT))
+    finally:
+        email_connection.close()
+
+
+def _finished(message: OutboxMessage, state: str, error: str = "") -> OutboxMessage:
+    """Set the final state on ``message`` in memory and drop redacted payload keys."""
+    message.state = state
+    message.last_error = error
+    message.sent_at = timezone.now() if state == OutboxMessage.State.SENT else None
+    message.payload = _redacted(message.payload)
+    return message
+
+
+def _redacted(payload: dict) -> dict:
+    payload = dict(payload)
+    for key in payload.pop(REDACT_KEY, []):
+        payload.pop(key, None)
+    return payload
+
+
 def _log_extra(message: OutboxMessage) -> dict:
     extra = {
         "outbox_message_id": message.pk,
@@ -229,22 +426,26 @@ def _finish(
     error: str = "",
     sent_at: datetime | None = None,
 ) -> str:
-    payload = dict(message.payload)
-    for key in payload.pop(REDACT_KEY, []):
-        payload.pop(key, None)
+    payload = _redacted(message.payload)
     OutboxMessage.objects.filter(
         pk=message.pk, state=OutboxMessage.State.SENDING
     ).update(state=state, sent_at=sent_at, last_error=error, payload=payload)
-    if state == OutboxMessage.State.CANCELLED:
+    message.state = state
+    message.last_error = error
+    _log_finished(message)
+    return state
+
+
+def _log_finished(message: OutboxMessage) -> None:
+    if message.state == OutboxMessage.State.CANCELLED:
         logger.info(
             "Outbox message %s cancelled: %s",
             message.pk,
-            error,
+            message.last_error,
             extra=_log_extra(message),
         )
-    elif state == OutboxMessage.State.SENT:
+    elif message.state == OutboxMessage.State.SENT:
         logger.info("Outbox message %s sent", message.pk, extra=_log_extra(message))
-    return state
 
 
 def _fail(message: OutboxMessage, error: str) -> str:

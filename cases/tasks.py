@@ -107,3 +107,18 @@ def follow_up_dispatch_task() -> None:
     from .followups import follow_up_dispatch
 
     follow_up_dispatch()
+
+
+@shared_task(
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
+    acks_late=True,
+)
+def outbox_deliver_batch_task(message_ids: list[int]) -> None:
+    """Deliver outbox messages together; ones sent or claimed elsewhere are left alone."""
+    from .outbox import outbox_deliver_batch
+
+    outbox_deliver_batch(message_ids=message_ids)

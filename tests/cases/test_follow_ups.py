@@ -503,6 +503,94 @@ def test_dispatch_expires_old_sent_follow_ups():
     assert follow_up.state == FollowUp.State.EXPIRED
 
 
+def test_dispatch_batch_mixes_send_skip_postpone(
+    django_capture_on_commit_callbacks, mailoutbox
+):
+    sent = case_follow_up_schedule(case=make_resolved_case(), now=NOW)
+    opted_out = case_follow_up_schedule(
+        case=make_resolved_case(is_opted_out=True), now=NOW
+    )
+    busy_case = make_resolved_case()
+    other = make_open_case(customer=busy_case.customer)
+    postponed = case_follow_up_schedule(case=busy_case, now=NOW)
+    reopened_case = make_resolved_case()
+    reopened = case_follow_up_schedule(case=reopened_case, now=NOW)
+    Case.objects.filter(pk=reopened_case.pk).update(is_open=True)
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        result = follow_up_dispatch(now=DUE)
+
+    for follow_up in (sent, opted_out, postponed, reopened):
+        follow_up.refresh_from_db()
+    assert (result.sent, result.skipped, result.postponed) == (1, 1, 1)
+    assert result.cancelled == 1
+    assert sent.state == FollowUp.State.SENT
+    assert opted_out.state == FollowUp.State.SKIPPED
+    assert postponed.state == FollowUp.State.SCHEDULED
+    assert postponed.due_at == DUE + timedelta(days=1)
+    assert f"case #{other.pk}" in postponed.skip_reason
+    assert reopened.state == FollowUp.State.CANCELLED
+    assert len(callbacks) == 1
+    assert [email.to for email in mailoutbox] == [[sent.customer.email]]
+
+
+def test_dispatch_batch_same_customer_surveyed_once(deliver, mailoutbox):
+    first = make_resolved_case()
+    second = make_resolved_case(customer=first.customer)
+    ContactPolicy.objects.filter(team__isnull=True).update(
+        followup_exempt_from_cooldown=False
+    )
+    case_follow_up_schedule(case=first, now=NOW)
+    case_follow_up_schedule(case=second, now=NOW)
+
+    result = deliver()
+
+    assert result.sent == 1
+    assert result.skipped == 1
+    assert len(mailoutbox) == 1
+
+
+def test_dispatch_batch_queries_do_not_grow(django_capture_on_commit_callbacks):
+    def dispatch_counting(count):
+        FollowUp.objects.update(state=FollowUp.State.CANCELLED)
+        for _ in range(count):
+            case_follow_up_schedule(case=make_resolved_case(), now=NOW)
+        with (
+            django_capture_on_commit_callbacks() as callbacks,
+            connection.execute_wrapper(counter),
+        ):
+            follow_up_dispatch(now=DUE)
+        return callbacks
+
+    queries = []
+
+    def counter(execute, sql, params, many, context):
+        queries.append(sql)
+        return execute(sql, params, many, context)
+
+    dispatch_counting(2)
+    small = len(queries)
+    queries.clear()
+    callbacks = dispatch_counting(12)
+
+    assert len(queries) == small
+    assert len(callbacks) == 1
+
+
+def test_dispatch_batch_task_twice_sends_once(deliver, mailoutbox):
+    from cases.tasks import outbox_deliver_batch_task
+
+    for _ in range(3):
+        case_follow_up_schedule(case=make_resolved_case(), now=NOW)
+    deliver()
+    message_ids = list(OutboxMessage.objects.values_list("pk", flat=True))
+
+    outbox_deliver_batch_task.delay(message_ids)
+
+    assert len(mailoutbox) == 3
+    assert OutboxMessage.objects.filter(state=OutboxMessage.State.SENT).count() == 3
+
+
 # Emails
 
 

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.mail.backends.base import BaseEmailBackend
+from django.core.mail.backends.locmem import EmailBackend as LocmemEmailBackend
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -15,7 +16,9 @@ from cases.outbox import (
     OutboxCancelled,
     outbox_backoff,
     outbox_deliver,
+    outbox_deliver_batch,
     outbox_enqueue,
+    outbox_enqueue_many,
     outbox_sweep,
     register_outbox_handler,
 )
@@ -25,6 +28,7 @@ from tests.cases.test_follow_ups import _run_in_threads
 pytestmark = pytest.mark.django_db
 
 FAILING_BACKEND = "tests.cases.test_outbox.FailingEmailBackend"
+REJECTING_BACKEND = "tests.cases.test_outbox.RejectingEmailBackend"
 
 
 class FailingEmailBackend(BaseEmailBackend):
@@ -32,6 +36,16 @@ class FailingEmailBackend(BaseEmailBackend):
 
     def send_messages(self, email_messages):
         raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+
+
+class RejectingEmailBackend(LocmemEmailBackend):
+    """A locmem backend whose server rejects addresses starting with "reject"."""
+
+    def send_messages(self, messages):
+        for message in messages:
+            if any(address.startswith("reject") for address in message.to):
+                raise smtplib.SMTPRecipientsRefused({message.to[0]: (550, b"no")})
+        return super().send_messages(messages)
 
 
 def email_payload(customer, **extra):
@@ -315,3 +329,156 @@ def test_concurrent_delivery_sends_once(mailoutbox):
 
     assert OutboxMessage.objects.get(pk=message_id).attempts == 1
     assert len(mailoutbox) == 1
+
+
+# Batch delivery
+
+
+def enqueue_batch(customers):
+    return outbox_enqueue_many(
+        channel="email",
+        messages=[
+            (f"follow-up:{customer.pk}", email_payload(customer))
+            for customer in customers
+        ],
+    )
+
+
+def test_enqueue_many_queues_one_task(django_capture_on_commit_callbacks):
+    customers = CustomerFactory.create_batch(3)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        first = enqueue_batch(customers)
+        second = enqueue_batch(customers)
+
+    assert sorted(second) == sorted(first)
+    assert OutboxMessage.objects.count() == 3
+    assert len(callbacks) == 2
+
+
+def test_deliver_batch_sends_each_once(mailoutbox):
+    from cases.tasks import outbox_deliver_batch_task
+
+    message_ids = enqueue_batch(CustomerFactory.create_batch(3))
+
+    outbox_deliver_batch_task.delay(message_ids)
+    outbox_deliver_batch_task.delay(message_ids)
+
+    states = set(OutboxMessage.objects.values_list("state", flat=True))
+    assert len(mailoutbox) == 3
+    assert states == {OutboxMessage.State.SENT}
+    assert set(OutboxMessage.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_deliver_batch_redacts_and_stamps(mailoutbox):
+    message_ids = enqueue_batch(CustomerFactory.create_batch(2))
+
+    outcomes = outbox_deliver_batch(message_ids=message_ids)
+
+    assert outcomes == {OutboxMessage.State.SENT: 2}
+    for message in OutboxMessage.objects.all():
+        assert message.sent_at is not None
+        assert message.payload["customer_id"] is not None
+    headers = mailoutbox[0].message()
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_deliver_batch_cancels_opted_out_customer(mailoutbox):
+    subscribed, opted_out = CustomerFactory.create_batch(2)
+    message_ids = enqueue_batch([subscribed, opted_out])
+    opted_out.is_opted_out = True
+    opted_out.save()
+
+    outcomes = outbox_deliver_batch(message_ids=message_ids)
+
+    cancelled = OutboxMessage.objects.get(dedup_key=f"follow-up:{opted_out.pk}")
+    assert outcomes[OutboxMessage.State.CANCELLED] == 1
+    assert cancelled.state == OutboxMessage.State.CANCELLED
+    assert "opted out" in cancelled.last_error
+    assert [email.to for email in mailoutbox] == [[subscribed.email]]
+
+
+def test_deliver_batch_retries_failing_message_alone(settings, mailoutbox):
+    settings.EMAIL_BACKEND = REJECTING_BACKEND
+    good = CustomerFactory.create_batch(2)
+    rejected = CustomerFactory(email="reject@example.test")
+    message_ids = enqueue_batch([good[0], rejected, good[1]])
+    now = timezone.now()
+
+    outcomes = outbox_deliver_batch(message_ids=message_ids, now=now)
+
+    failed = OutboxMessage.objects.get(dedup_key=f"follow-up:{rejected.pk}")
+    sent = OutboxMessage.objects.exclude(pk=failed.pk)
+    assert outcomes[OutboxMessage.State.SENT] == 2
+    assert outcomes[OutboxMessage.State.PENDING] == 1
+    assert failed.state == OutboxMessage.State.PENDING
+    assert failed.attempts == 1
+    assert failed.next_attempt_at == now + timedelta(minutes=1)
+    assert "SMTPRecipientsRefused" in failed.last_error
+    assert set(sent.values_list("state", flat=True)) == {OutboxMessage.State.SENT}
+    assert len(mailoutbox) == 2
+
+
+def test_deliver_batch_failed_message_retried_by_sweep(settings, mailoutbox):
+    settings.EMAIL_BACKEND = REJECTING_BACKEND
+    rejected = CustomerFactory(email="reject@example.test")
+    message_ids = enqueue_batch([CustomerFactory(), rejected])
+    now = timezone.now()
+    outbox_deliver_batch(message_ids=message_ids, now=now)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+    claimed = outbox_sweep(now=now + timedelta(minutes=1))
+
+    failed = OutboxMessage.objects.get(dedup_key=f"follow-up:{rejected.pk}")
+    assert claimed == 1
+    assert failed.state == OutboxMessage.State.SENT
+    assert failed.attempts == 2
+    assert len(mailoutbox) == 2
+
+
+def test_deliver_batch_skips_not_due_and_sending(mailoutbox):
+    waiting, sending, due = CustomerFactory.create_batch(3)
+    message_ids = enqueue_batch([waiting, sending, due])
+    now = timezone.now()
+    OutboxMessage.objects.filter(dedup_key=f"follow-up:{waiting.pk}").update(
+        next_attempt_at=now + timedelta(minutes=5)
+    )
+    OutboxMessage.objects.filter(dedup_key=f"follow-up:{sending.pk}").update(
+        state=OutboxMessage.State.SENDING, claimed_at=now
+    )
+
+    outcomes = outbox_deliver_batch(message_ids=message_ids, now=now)
+
+    assert outcomes == {OutboxMessage.State.SENT: 1}
+    assert [email.to for email in mailoutbox] == [[due.email]]
+
+
+def test_deliver_batch_uses_registered_handler(monkeypatch):
+    delivered = []
+    monkeypatch.setitem(outbox.OUTBOX_HANDLERS, "email", delivered.append)
+    message_ids = enqueue_batch(CustomerFactory.create_batch(2))
+
+    outcomes = outbox_deliver_batch(message_ids=message_ids)
+
+    assert outcomes == {OutboxMessage.State.SENT: 2}
+    assert sorted(message.pk for message in delivered) == sorted(message_ids)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batch_delivery_sends_once(mailoutbox):
+    if connection.vendor != "postgresql":
+        pytest.skip("row locking races need PostgreSQL; SQLite writes one at a time")
+    message_ids = [
+        OutboxMessage.objects.create(
+            channel="email",
+            dedup_key=f"race-{number}",
+            payload=email_payload(CustomerFactory()),
+        ).pk
+        for number in range(10)
+    ]
+
+    _run_in_threads(lambda: outbox_deliver_batch(message_ids=message_ids), count=4)
+
+    attempts = set(OutboxMessage.objects.values_list("attempts", flat=True))
+    assert attempts == {1}
+    assert len(mailoutbox) == 10
