@@ -178,7 +178,12 @@ def _wait_for(condition, *, description: str, processes: list[CeleryProcess]):
 
 
 def _message_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_file())
+    """Return the files holding messages. The file-based backend creates its
+    file when a connection opens, before any message is written, so an
+    empty file is a connection that sent nothing."""
+    return sorted(
+        path for path in folder.iterdir() if path.is_file() and path.stat().st_size > 0
+    )
 
 
 def _message_texts(path: Path) -> list[str]:
