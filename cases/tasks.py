@@ -17,6 +17,18 @@ from .services import feedback_evaluate, feedback_sweep
 # try. Any other error comes from a bug or bad data, so a retry would fail too.
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
+# Retry options shared by the outbox and follow-up tasks: a delivery retries
+# sooner and more often than a periodic sweep, which runs again anyway.
+_DELIVERY_OPTIONS = {
+    "autoretry_for": TRANSIENT_DB_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 5,
+    "acks_late": True,
+}
+_SWEEP_OPTIONS = {**_DELIVERY_OPTIONS, "retry_backoff": 5, "max_retries": 3}
+
 
 @shared_task(
     autoretry_for=TRANSIENT_DB_ERRORS,
@@ -64,14 +76,7 @@ def case_sla_sweep_task() -> None:
 # tasks because cases.outbox imports this module to queue delivery.
 
 
-@shared_task(
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=5,
-    acks_late=True,
-)
+@shared_task(**_DELIVERY_OPTIONS)
 def outbox_deliver_task(message_id: int) -> None:
     """Deliver one outbox message; a message sent or claimed elsewhere is left alone."""
     from .outbox import outbox_deliver
@@ -79,14 +84,7 @@ def outbox_deliver_task(message_id: int) -> None:
     outbox_deliver(message_id=message_id)
 
 
-@shared_task(
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=5,
-    retry_backoff_max=30,
-    retry_jitter=True,
-    max_retries=3,
-    acks_late=True,
-)
+@shared_task(**{**_SWEEP_OPTIONS, "retry_backoff_max": 30})
 def outbox_sweep_task() -> None:
     """Deliver due outbox messages: retries, and messages whose task was lost."""
     from .outbox import outbox_sweep
@@ -94,14 +92,7 @@ def outbox_sweep_task() -> None:
     outbox_sweep()
 
 
-@shared_task(
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=5,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=3,
-    acks_late=True,
-)
+@shared_task(**_SWEEP_OPTIONS)
 def follow_up_dispatch_task() -> None:
     """Send the follow-up surveys that are due, as the contact policy allows."""
     from .followups import follow_up_dispatch
@@ -109,14 +100,7 @@ def follow_up_dispatch_task() -> None:
     follow_up_dispatch()
 
 
-@shared_task(
-    autoretry_for=TRANSIENT_DB_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=5,
-    acks_late=True,
-)
+@shared_task(**_DELIVERY_OPTIONS)
 def outbox_deliver_batch_task(message_ids: list[int]) -> None:
     """Deliver outbox messages together; ones sent or claimed elsewhere are left alone."""
     from .outbox import outbox_deliver_batch

@@ -635,12 +635,7 @@ def case_comment(
     """
     if not body.strip():
         raise DomainError("The comment is empty: write a body.", details={"missing": ["body"]})
-    if visibility not in CaseEvent.Visibility.values:
-        raise DomainError(
-            f"'{visibility}' is not a comment visibility: use one of "
-            f"{', '.join(CaseEvent.Visibility.values)}.",
-            details={"visibility": visibility},
-        )
+    _check_choice(name="visibility", value=visibility, choices=CaseEvent.Visibility.values)
     with transaction.atomic():
         case = _lock(case)
         _require_visible(actor=actor, case=case)
@@ -649,16 +644,14 @@ def case_comment(
         if visibility == CaseEvent.Visibility.CUSTOMER:
             _require_contact_allowed(case=case, entry="reply to the customer")
             changes = _record_first_response(case=case, now=now)
-        case.updated_at = now
-        case.save(update_fields=["first_response_at", "updated_at"])
-        return _event(
+        return _touch_and_record(
             case=case,
             actor=actor,
             kind=CaseEvent.Kind.COMMENT,
             now=now,
+            changes=changes,
             body=body,
             visibility=visibility,
-            changes=changes,
         )
 
 
@@ -680,18 +673,25 @@ def case_contact(
         _require_contact_allowed(case=case, entry="contact attempt")
         now = timezone.now()
         changes = _record_first_response(case=case, now=now)
-        case.updated_at = now
-        case.save(update_fields=["first_response_at", "updated_at"])
-        return _event(
+        return _touch_and_record(
             case=case,
             actor=actor,
             kind=CaseEvent.Kind.CONTACT,
             now=now,
+            changes=changes,
             channel=channel,
             outcome=outcome,
             body=body,
-            changes=changes,
         )
+
+
+def _touch_and_record(
+    *, case: Case, actor: AbstractBaseUser, kind: str, now: datetime, changes: dict, **fields
+) -> CaseEvent:
+    """Save the case's first response and update time, then append the event."""
+    case.updated_at = now
+    case.save(update_fields=["first_response_at", "updated_at"])
+    return _event(case=case, actor=actor, kind=kind, now=now, changes=changes, **fields)
 
 
 def _check_choice(*, name: str, value: str, choices: Sequence[str]) -> None:
@@ -705,7 +705,7 @@ def _check_choice(*, name: str, value: str, choices: Sequence[str]) -> None:
 def case_customer_replied(
     *, case: Case, actor: AbstractBaseUser, body: str, channel: str = ""
 ) -> CaseEvent:
-    """Record the customer's answer, entered by an agent.
+    """Record the customer's reply, entered by an agent.
 
     A case waiting on the customer resumes to in_progress, and its SLA clock
     runs again. A resolved case reopens, because the customer writing back
@@ -713,13 +713,13 @@ def case_customer_replied(
     in_progress with an assignee and to new without one, its root cause and
     resolution note are cleared, and 409 is raised when another case of the
     same customer and topic is open. A closed or merged case raises 409.
-    The answer is stored as a contact event with outcome ``reached``.
+    The reply is stored as a contact event with outcome ``reached``.
     """
     # NOTE: CaseEvent has no kind for an inbound customer message, so the
-    # answer is a contact event; a dedicated kind needs a model change.
+    # reply is a contact event; a dedicated kind needs a model change.
     if not body.strip():
         raise DomainError(
-            "The customer's reply is empty: write what the customer said.",
+            "The customer's reply is missing: enter the customer's message.",
             details={"missing": ["body"]},
         )
     if channel:
@@ -774,7 +774,7 @@ def case_events_record_opening(
 ) -> None:
     """Record opened and feedback_attached events for one evaluation batch.
 
-    ``attached`` holds (case id, feedback id) pairs. Cases waiting on the
+    ``attached`` contains (case id, feedback id) pairs. Cases waiting on the
     customer that got new feedback resume to in_progress. Costs a fixed
     number of queries whatever the batch size, and must run inside the
     caller's transaction because it locks the cases it resumes.
