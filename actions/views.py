@@ -4,7 +4,7 @@ creates an action from cases selected on the lead board.
 The board shows each measured action's numbers, and a lead marking an action
 done may resolve its open cases in the same step.
 
-Actions outside the user's teams are not listed and their forms answer 404;
+Actions outside the user's teams are not listed and their forms return 404;
 creating and moving actions follows the rights that actions.services checks.
 """
 

@@ -2,7 +2,7 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
 
-# Apps whose every model permission the "OSCM admins" group holds, so its
+# Apps whose every model permission the "OSCM admins" group has, so its
 # members can manage users, tokens and all OSCM data in the Django admin.
 ADMIN_GROUP_APPS = ("auth", "authtoken", "feedback", "cases", "actions")
 
@@ -19,7 +19,7 @@ def admin_group_ensure(sender, **kwargs) -> None:
     from .permissions import ADMIN_GROUP
 
     # Only migrate passes a plan. A flush also sends post_migrate, and a test
-    # database restored from its serialized copy after a flush already holds
+    # database restored from its serialized copy after a flush already contains
     # the group under its first id, so creating it here would clash.
     if kwargs.get("plan") is None:
         return

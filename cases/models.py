@@ -552,7 +552,7 @@ class OutboxMessage(models.Model):
 
 
 class WebhookEndpoint(models.Model):
-    """An outside URL told about case and action events, signed with HMAC-SHA256."""
+    """An outside URL notified of case and action events, signed with HMAC-SHA256."""
 
     class Event(models.TextChoices):
         CASE_OPENED = "case.opened", "Case opened"

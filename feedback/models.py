@@ -202,7 +202,7 @@ class MetricRollup(models.Model):
 class CustomerErasure(models.Model):
     """Record of a customer's personal data erased on request.
 
-    Kept after the erasure as proof that it happened; it holds no personal
+    Kept after the erasure as proof that it happened; it contains no personal
     data itself, only the pseudonymous customer id.
     """
 

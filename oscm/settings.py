@@ -187,7 +187,7 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "OSCM <feedback@localhost>")
 EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH") or None
 
 # Celery: with no broker, tasks run in-process when they are queued.
-# The in-memory transport only stands in for a broker that eager mode never
+# The in-memory transport replaces a broker that eager mode never
 # contacts; it keeps Celery from falling back to an AMQP server on localhost.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "memory://localhost/"
 CELERY_TASK_ALWAYS_EAGER = not env_str("CELERY_BROKER_URL")

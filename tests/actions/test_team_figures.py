@@ -38,7 +38,8 @@ def fixture_cases(people):
         row.resolved_at = DAY + timedelta(hours=resolve_h) if resolve_h is not None else None
         row.root_cause = cause if resolve_h is not None else None
         row.is_recovered = recovered
-        row.recovery_score_after = None if recovered is None else (9 if recovered else 3)
+        if recovered is not None:
+            row.recovery_score_after = 9 if recovered else 3
         row.save()
         return row
 

@@ -595,7 +595,7 @@ def test_token_rate_limited_per_username_across_ips():
     assert blocked.status_code == 429
 
 
-def test_token_failures_of_others_do_not_lock_out_a_user():
+def test_token_other_users_failures_no_lockout():
     user = UserFactory(username="dave")
     _set_password(user, "right-password-4")
     client = APIClient()
