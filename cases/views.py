@@ -11,7 +11,7 @@ on the page the form was on.
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -24,6 +24,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
@@ -161,14 +162,27 @@ def domain_errors_as_messages(
     return wrapper
 
 
+def on_site_url(request: HttpRequest, target: str) -> str | None:
+    """Return ``target`` when it leads to this site, else None.
+
+    A ``next`` field or Referer that names another host (including the
+    ``//host`` and ``/\\host`` forms that browsers read as one) would make
+    the redirect an open redirect.
+    """
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return None
+
+
 def _back_url(request: HttpRequest) -> str:
     target = request.POST.get("next") or request.headers.get("Referer", "")
-    if target.startswith("/") and not target.startswith("//"):
-        return target
-    host = f"{request.scheme}://{request.get_host()}/"
-    if target.startswith(host):
-        return "/" + target[len(host) :]
-    return reverse("cases_web:inbox")
+    if on_site_url(request, target) is None:
+        return reverse("cases_web:inbox")
+    # A Referer is an absolute URL, so only its path and query are kept.
+    parts = urlsplit(target)
+    return urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
 
 
 def post_int(request: HttpRequest, name: str, *, required: bool = True) -> int | None:
@@ -459,9 +473,8 @@ def _case_action(
     def view(request: HttpRequest, pk: int) -> HttpResponse:
         case = _visible_case(request, pk)
         messages.success(request, operation(request, case))
-        return redirect(
-            request.POST.get("next") or reverse("cases_web:case", args=[case.pk])
-        )
+        next_url = on_site_url(request, request.POST.get("next", ""))
+        return redirect(next_url or reverse("cases_web:case", args=[case.pk]))
 
     return view
 

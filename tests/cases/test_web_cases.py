@@ -451,6 +451,39 @@ def test_team_bulk_action_opens_form(client, people):
     )
 
 
+@pytest.mark.parametrize(
+    "target",
+    ["https://attacker.example/x", "//attacker.example/x", "/\\attacker.example"],
+)
+def test_case_form_next_off_site_goes_to_case(client, people, target):
+    client.force_login(people.agent_a)
+    response = client.post(
+        reverse("cases_web:comment", args=[people.case_a.pk]),
+        {"body": "Called the courier", "next": target},
+    )
+    assert response.status_code == 302
+    assert response["Location"] == reverse("cases_web:case", args=[people.case_a.pk])
+
+
+def test_case_form_next_on_site_is_followed(client, people):
+    client.force_login(people.agent_a)
+    response = client.post(
+        reverse("cases_web:comment", args=[people.case_a.pk]),
+        {"body": "Called the courier", "next": "/inbox/?scope=mine"},
+    )
+    assert response["Location"] == "/inbox/?scope=mine"
+
+
+def test_failed_form_next_off_site_goes_to_inbox(client, people):
+    client.force_login(people.agent_a)
+    response = client.post(
+        reverse("cases_web:resolve", args=[people.case_a.pk]),
+        {"root_cause": "", "resolution_note": "", "next": "/\\attacker.example"},
+    )
+    assert response.status_code == 302
+    assert response["Location"] == reverse("cases_web:inbox")
+
+
 def test_team_bulk_by_agent_is_403(client, people):
     client.force_login(people.agent_a)
     response = client.post(
