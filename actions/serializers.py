@@ -3,6 +3,7 @@
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
+from cases.filters import MAX_ID
 from cases.models import RootCause, Team
 from feedback.metrics import METRIC_KINDS
 from feedback.models import Topic
@@ -69,7 +70,11 @@ class ActionCreateSerializer(serializers.Serializer):
     )
     touchpoint = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
     product = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    case_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=True, default=list)
+    case_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
+        allow_empty=True,
+        default=list,
+    )
     metric_kind = serializers.ChoiceField(
         choices=METRIC_KINDS, required=False, allow_blank=True, default="",
         error_messages={"invalid_choice": _invalid_choice("metric_kind", METRIC_KINDS)},
@@ -78,7 +83,9 @@ class ActionCreateSerializer(serializers.Serializer):
 
 
 class CaseIdsSerializer(serializers.Serializer):
-    case_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False)
+    case_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), allow_empty=False
+    )
 
 
 class ResolveCasesSerializer(serializers.Serializer):

@@ -29,6 +29,7 @@ from cases.views import (
     active_team_members,
     annotate_case_display,
     domain_errors_as_messages,
+    parse_ids,
     post_int,
 )
 from feedback.metrics import METRIC_KINDS
@@ -247,7 +248,7 @@ class ActionForm(forms.Form):
 
 
 def _selected_cases(request: HttpRequest, values: list[str]) -> list[Case]:
-    ids = sorted({int(value) for value in values if value.isdigit()})
+    ids = sorted(set(parse_ids(values)))
     if not ids:
         raise DomainError(_("No cases selected: tick cases on the team board first."))
     cases = list(

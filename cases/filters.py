@@ -1,9 +1,30 @@
 """Query-string filters of the case list."""
 
 import django_filters
+from django import forms
 from django.db.models import Q, QuerySet
 
 from .models import Case, CaseEvent, Priority
+
+# Largest primary key of a BigAutoField. Python's sqlite3 raises
+# OverflowError on a larger integer in a query instead of matching nothing,
+# so inputs that carry ids are checked against it.
+MAX_ID = 2**63 - 1
+
+
+class IdFilter(django_filters.NumberFilter):
+    """Matches a foreign key by a whole-number id from 1 to MAX_ID.
+
+    An id outside that range is a validation error (400 in the API), not a
+    database error.
+    """
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(*args, **kwargs)
 
 
 class ColumnInFilter(django_filters.MultipleChoiceFilter):
@@ -27,12 +48,10 @@ class ColumnInFilter(django_filters.MultipleChoiceFilter):
 
 
 class CaseFilter(django_filters.FilterSet):
-    team = django_filters.NumberFilter(field_name="team_id", help_text="Team id.")
+    team = IdFilter(field_name="team_id", help_text="Team id.")
     state = ColumnInFilter(choices=Case.State.choices)
     priority = ColumnInFilter(choices=Priority.choices)
-    assignee = django_filters.NumberFilter(
-        field_name="assignee_id", help_text="User id of the assignee."
-    )
+    assignee = IdFilter(field_name="assignee_id", help_text="User id of the assignee.")
     unassigned = django_filters.BooleanFilter(
         field_name="assignee", lookup_expr="isnull", help_text="true: no assignee."
     )

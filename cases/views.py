@@ -33,7 +33,7 @@ from feedback.models import Feedback, Topic
 from oscm.errors import DomainError
 
 from . import workflow
-from .filters import CaseFilter
+from .filters import MAX_ID, CaseFilter
 from .models import Case, CaseEvent, Priority, RootCause, Team, TeamMember
 from .permissions import cases_visible_to, user_is_admin, user_leads_team, user_team_ids
 from .selectors import case_list_for_team, team_agents_with_workload
@@ -197,6 +197,16 @@ def post_int(request: HttpRequest, name: str, *, required: bool = True) -> int |
             _("%(field)s is missing or not a number: pick a value and submit again.")
             % {"field": name}
         ) from None
+
+
+def parse_ids(values: list[str]) -> list[int]:
+    """Return the values that are ids (ASCII digits from 1 to MAX_ID), in
+    order, and skip the others."""
+    ids = []
+    for value in values:
+        if value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_ID:
+            ids.append(int(value))
+    return ids
 
 
 def format_duration(seconds: float) -> str:
@@ -717,10 +727,7 @@ def team_bulk(request: HttpRequest) -> HttpResponse:
     """Reassign the selected cases, or open the action form for them."""
     if not _led_teams(request.user).exists():
         raise PermissionDenied(_("Only team leads and admins reassign cases."))
-    case_ids = []
-    for value in request.POST.getlist("case"):
-        if value.isdigit():
-            case_ids.append(int(value))
+    case_ids = parse_ids(request.POST.getlist("case"))
     if not case_ids:
         raise DomainError(_("No cases selected: tick the cases first."))
     if request.POST.get("operation") == "action":

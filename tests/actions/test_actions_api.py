@@ -44,6 +44,12 @@ def test_create_with_other_team_case_rejected(people):
     assert response.json()["case_ids"] == [other.pk]
 
 
+def test_create_with_out_of_range_case_id_rejected(people):
+    response = create(people, people.lead_a, case_ids=[2**63])
+    assert response.status_code == 400
+    assert "case_ids" in response.json()
+
+
 def test_list_scoped_to_teams(people):
     create(people, people.lead_a)
     assert len(client_for(people.agent_a).get("/api/v1/actions/").json()["results"]) == 1

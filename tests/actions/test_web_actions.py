@@ -79,6 +79,14 @@ def test_new_with_other_team_case_is_404(client, people):
     assert response.status_code == 404
 
 
+@pytest.mark.parametrize("case_id", ["\u00b2", "99999999999999999999999"])
+def test_new_with_invalid_case_id_shows_message(client, people, case_id):
+    client.force_login(people.lead_a)
+    response = client.get(reverse("actions_web:new"), {"case": [case_id]}, follow=True)
+    assert response.status_code == 200
+    assert "No cases selected" in str(list(response.context["messages"])[0])
+
+
 def test_new_without_title_shows_errors(client, people):
     case = make_case(team=people.team_a)
     client.force_login(people.lead_a)

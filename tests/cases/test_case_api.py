@@ -280,6 +280,20 @@ def test_list_filter_invalid_value_400(people):
     assert "done" in str(response.data["state"])
 
 
+@pytest.mark.parametrize("field", ["team", "assignee"])
+def test_list_filter_out_of_range_id_400(people, field):
+    response = _client(people.admin).get("/api/v1/cases/", {field: str(2**63)})
+
+    assert response.status_code == 400
+    assert field in response.data
+
+
+def test_list_filter_fractional_id_400(people):
+    response = _client(people.admin).get("/api/v1/cases/", {"team": "1.5"})
+
+    assert response.status_code == 400
+
+
 def test_list_search_comments_and_customer(people):
     CaseEvent.objects.create(
         case=people.case_b, kind=CaseEvent.Kind.COMMENT, body="Courier lost the parcel"

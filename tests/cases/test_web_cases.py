@@ -484,6 +484,18 @@ def test_failed_form_next_off_site_goes_to_inbox(client, people):
     assert response["Location"] == reverse("cases_web:inbox")
 
 
+@pytest.mark.parametrize("case_id", ["\u00b2", "99999999999999999999999", "-3"])
+def test_team_bulk_invalid_case_id_shows_message(client, people, case_id):
+    client.force_login(people.lead_a)
+    response = client.post(
+        reverse("cases_web:team-bulk"),
+        {"operation": "reassign", "assignee": people.agent_a.pk, "case": [case_id]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "No cases selected" in str(list(response.context["messages"])[0])
+
+
 def test_team_bulk_by_agent_is_403(client, people):
     client.force_login(people.agent_a)
     response = client.post(
@@ -535,3 +547,10 @@ def test_inbox_of_user_without_team_is_empty(client, people):
     assert response.status_code == 200
     assert b'class="row-link"' not in response.content
     assert b"No cases match these filters." in response.content
+
+
+@pytest.mark.parametrize("field", ["team", "assignee"])
+def test_inbox_out_of_range_filter_id_renders(client, people, field):
+    client.force_login(people.agent_a)
+    response = client.get(reverse("cases_web:inbox"), {field: str(2**63)})
+    assert response.status_code == 200
