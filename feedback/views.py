@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncMonth, TruncWeek
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -55,11 +56,28 @@ KIND_TITLES = {
 # The range each score can take, which bounds the chart's axis.
 KIND_RANGES = {"nps": (-100, 100), "csat": (0, 100), "ces": (1, 7), "rating": (0, 100)}
 _TRUNCATE = {"week": TruncWeek, "month": TruncMonth}
+# The views step a day past "until" and DEFAULT_RANGE_DAYS before it, which
+# raises OverflowError near date.min and date.max, so filter dates stay in
+# this range.
+FILTER_DATE_MIN = date(1900, 1, 1)
+FILTER_DATE_MAX = date(9999, 12, 30)
+
+
+def filter_date_field(label: str) -> forms.DateField:
+    """Return an optional date filter limited to FILTER_DATE_MIN..FILTER_DATE_MAX."""
+    return forms.DateField(
+        required=False,
+        label=label,
+        validators=[
+            MinValueValidator(FILTER_DATE_MIN),
+            MaxValueValidator(FILTER_DATE_MAX),
+        ],
+    )
 
 
 class DashboardFilterForm(forms.Form):
-    since = forms.DateField(required=False, label=gettext_lazy("From"))
-    until = forms.DateField(required=False, label=gettext_lazy("To"))
+    since = filter_date_field(gettext_lazy("From"))
+    until = filter_date_field(gettext_lazy("To"))
     by = forms.ChoiceField(
         choices=[("week", gettext_lazy("Week")), ("month", gettext_lazy("Month"))],
         required=False,
@@ -471,8 +489,8 @@ class ExplorerFilterForm(forms.Form):
     customer = forms.CharField(
         required=False, max_length=200, label=gettext_lazy("Customer id")
     )
-    since = forms.DateField(required=False, label=gettext_lazy("From"))
-    until = forms.DateField(required=False, label=gettext_lazy("To"))
+    since = filter_date_field(gettext_lazy("From"))
+    until = filter_date_field(gettext_lazy("To"))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -550,8 +568,21 @@ def explorer(request: HttpRequest) -> HttpResponse:
     """Search and filter the feedback the user may see; ``?format=csv``
     streams every matching row."""
     form = ExplorerFilterForm(request.GET)
-    data = form.cleaned_data if form.is_valid() else {}
-    feedback = _explorer_queryset(request.user, data)
+    is_valid = form.is_valid()
+    # An invalid filter lists and exports nothing, because dropping it would
+    # show rows the user filtered out.
+    if is_valid:
+        feedback = _explorer_queryset(request.user, form.cleaned_data)
+    else:
+        feedback = Feedback.objects.none()
+    if request.GET.get("format") == "csv" and not is_valid:
+        return HttpResponse(
+            _("Invalid filters, so nothing was exported: fix them and try again.")
+            + "\n"
+            + form.errors.as_text(),
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
     if request.GET.get("format") == "csv":
         return _csv_response(
             filename="oscm-feedback.csv",
@@ -583,5 +614,5 @@ def explorer(request: HttpRequest) -> HttpResponse:
             "page": page,
             "query": query_string_without(request, "page", "format"),
         },
-        status=200 if form.is_valid() else 400,
+        status=200 if is_valid else 400,
     )

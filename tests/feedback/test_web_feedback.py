@@ -95,6 +95,20 @@ def test_dashboard_rejects_reversed_dates(client, lead):
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {"until": "9999-12-31"},
+        {"since": "9999-12-31", "until": "9999-12-31"},
+        {"until": "0001-01-05"},
+    ],
+)
+def test_dashboard_extreme_dates_are_400(client, lead, dates):
+    client.force_login(lead)
+    response = client.get(reverse("feedback_web:dashboard"), dates)
+    assert response.status_code == 400
+
+
 def test_dashboard_requires_login(client):
     response = client.get(reverse("feedback_web:dashboard"))
     assert response.status_code == 302
@@ -130,6 +144,34 @@ def test_explorer_csv_streams_and_escapes_formulas(client, lead):
     rows = _csv_rows(response)
     assert rows[0][0] == "id"
     assert rows[1][-1] == '\'=HYPERLINK("x")'
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"kind": "nps", "score_max": "abc"},
+        {"kind": "nps", "until": "9999-12-31"},
+        {"kind": "nps", "since": "9999-12-31"},
+    ],
+)
+def test_explorer_invalid_filter_lists_nothing(client, lead, query):
+    FeedbackFactory(kind=Feedback.Kind.RATING, score=1, comment="rating row")
+    client.force_login(lead)
+    response = client.get(reverse("feedback_web:explorer"), query)
+    assert response.status_code == 400
+    assert b"rating row" not in response.content
+
+
+def test_explorer_csv_with_invalid_filter_is_400(client, lead):
+    FeedbackFactory(kind=Feedback.Kind.RATING, score=1, comment="rating row")
+    client.force_login(lead)
+    response = client.get(
+        reverse("feedback_web:explorer"),
+        {"kind": "nps", "score_max": "abc", "format": "csv"},
+    )
+    assert response.status_code == 400
+    assert not response.streaming
+    assert b"score_max" in response.content
 
 
 def test_line_chart_draws_band_and_points():
