@@ -7,6 +7,7 @@ from cases.filters import MAX_ID
 from cases.models import RootCause, Team
 from feedback.metrics import METRIC_KINDS
 from feedback.models import Topic
+from oscm.dates import filter_date_validators
 
 from .models import Action, ActionEvent
 from .selectors import FIGURE_GROUPS
@@ -116,8 +117,12 @@ class TransitionSerializer(serializers.Serializer):
 
 
 class TeamFiguresQuerySerializer(serializers.Serializer):
-    since = serializers.DateField(input_formats=["%Y-%m-%d"], required=False)
-    until = serializers.DateField(input_formats=["%Y-%m-%d"], required=False)
+    since = serializers.DateField(
+        input_formats=["%Y-%m-%d"], required=False, validators=filter_date_validators()
+    )
+    until = serializers.DateField(
+        input_formats=["%Y-%m-%d"], required=False, validators=filter_date_validators()
+    )
     by = serializers.ChoiceField(
         choices=FIGURE_GROUPS, required=False, default="team",
         error_messages={"invalid_choice": _invalid_choice("by", FIGURE_GROUPS)},

@@ -19,7 +19,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncMonth, TruncWeek
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -35,6 +34,7 @@ from cases.models import Case, TeamMember
 from cases.permissions import cases_visible_to, user_is_admin, user_team_ids
 from cases.views import query_string_without
 from oscm import charts
+from oscm.dates import filter_date_validators
 
 from .metrics import METRIC_KINDS, Z_95, metric_summary_from_counts
 from .models import Feedback, MetricRollup, Topic
@@ -56,22 +56,12 @@ KIND_TITLES = {
 # The range each score can take, which bounds the chart's axis.
 KIND_RANGES = {"nps": (-100, 100), "csat": (0, 100), "ces": (1, 7), "rating": (0, 100)}
 _TRUNCATE = {"week": TruncWeek, "month": TruncMonth}
-# The views step a day past "until" and DEFAULT_RANGE_DAYS before it, which
-# raises OverflowError near date.min and date.max, so filter dates stay in
-# this range.
-FILTER_DATE_MIN = date(1900, 1, 1)
-FILTER_DATE_MAX = date(9999, 12, 30)
 
 
 def filter_date_field(label: str) -> forms.DateField:
-    """Return an optional date filter limited to FILTER_DATE_MIN..FILTER_DATE_MAX."""
+    """Return an optional date filter within the bounds of oscm.dates."""
     return forms.DateField(
-        required=False,
-        label=label,
-        validators=[
-            MinValueValidator(FILTER_DATE_MIN),
-            MaxValueValidator(FILTER_DATE_MAX),
-        ],
+        required=False, label=label, validators=filter_date_validators()
     )
 
 

@@ -130,3 +130,16 @@ def test_team_figures_invalid_by(people):
     response = client_for(people.agent_a).get("/api/v1/team-figures/", {"by": "colour"})
     assert response.status_code == 400
     assert "use one of" in str(response.json())
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {"until": "9999-12-31"},
+        {"since": "9999-12-31", "until": "9999-12-31"},
+        {"until": "0001-01-05"},
+    ],
+)
+def test_team_figures_extreme_dates_400(people, dates):
+    response = client_for(people.agent_a).get("/api/v1/team-figures/", dates)
+    assert response.status_code == 400
