@@ -371,17 +371,60 @@ def _possible_transitions(case: Case) -> list[str]:
     return states
 
 
-def _describe_event(event: CaseEvent) -> CaseEvent:
-    event.kind_label = EVENT_LABELS.get(event.kind, event.kind)
-    event.channel_label = CHANNEL_LABELS.get(event.channel, event.channel)
-    event.outcome_label = OUTCOME_LABELS.get(event.outcome, event.outcome)
-    event.visibility_label = VISIBILITY_LABELS.get(event.visibility, event.visibility)
-    event.change_rows = [
+def _change_pairs(event: CaseEvent) -> list[tuple[str, object, object]]:
+    return [
         (field, values[0], values[1])
         for field, values in event.changes.items()
         if isinstance(values, list) and len(values) == 2
     ]
-    return event
+
+
+def _change_value_names(events: list[CaseEvent]) -> dict[str, dict]:
+    """Map each change field that stores an id or a code to the names of its
+    values, with one query per kind of id the events contain."""
+    ids: dict[str, set[int]] = {"team": set(), "assignee": set(), "root_cause": set()}
+    for event in events:
+        for field, old, new in _change_pairs(event):
+            if field in ids:
+                ids[field].update(
+                    value for value in (old, new) if isinstance(value, int)
+                )
+    names: dict[str, dict] = {"state": STATE_LABELS, "priority": PRIORITY_LABELS}
+    if ids["team"]:
+        teams = Team.objects.filter(pk__in=ids["team"])
+        names["team"] = dict(teams.values_list("pk", "name"))
+    if ids["assignee"]:
+        users = get_user_model().objects.filter(pk__in=ids["assignee"])
+        names["assignee"] = {user.pk: user.get_username() for user in users}
+    if ids["root_cause"]:
+        root_causes = RootCause.objects.filter(pk__in=ids["root_cause"])
+        names["root_cause"] = dict(root_causes.values_list("pk", "name"))
+    return names
+
+
+def _describe_events(events: list[CaseEvent]) -> list[CaseEvent]:
+    """Set the translated labels and the change rows of timeline events, with
+    names in place of the ids and codes that the changes store."""
+    names = _change_value_names(events)
+
+    def shown(field: str, value: object) -> object:
+        field_names = names.get(field)
+        if field_names is None or not isinstance(value, int | str):
+            return value
+        return str(field_names.get(value, value))
+
+    for event in events:
+        event.kind_label = EVENT_LABELS.get(event.kind, event.kind)
+        event.channel_label = CHANNEL_LABELS.get(event.channel, event.channel)
+        event.outcome_label = OUTCOME_LABELS.get(event.outcome, event.outcome)
+        event.visibility_label = VISIBILITY_LABELS.get(
+            event.visibility, event.visibility
+        )
+        event.change_rows = [
+            (field, shown(field, old), shown(field, new))
+            for field, old, new in _change_pairs(event)
+        ]
+    return events
 
 
 def _customer_history(request: HttpRequest, case: Case) -> tuple[list, list]:
@@ -429,7 +472,7 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
     annotate_case_display(case, now=timezone.now())
     is_lead = user_leads_team(request.user, case.team_id)
     feedback, other_cases = _customer_history(request, case)
-    events = [_describe_event(event) for event in case.events.select_related("actor")]
+    events = _describe_events(list(case.events.select_related("actor")))
     members = []
     if is_lead and case.is_open:
         members = active_team_members(case.team_id)

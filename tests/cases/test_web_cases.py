@@ -221,6 +221,20 @@ def test_lead_assigns_and_changes_priority(client, people):
     assert people.case_a.priority == 4
 
 
+def test_timeline_shows_names_not_ids(client, people):
+    client.force_login(people.lead_a)
+    client.post(
+        reverse("cases_web:assign", args=[people.case_a.pk]),
+        {"assignee": people.agent_a.pk},
+    )
+    client.post(reverse("cases_web:priority", args=[people.case_a.pk]), {"priority": 4})
+    response = client.get(reverse("cases_web:case", args=[people.case_a.pk]))
+    rows = [row for event in response.context["events"] for row in event.change_rows]
+    assert ("assignee", None, "agent_a") in rows
+    assert ("state", "New", "Assigned") in rows
+    assert ("priority", "Normal", "Urgent") in rows
+
+
 def test_comment_is_added(client, people):
     client.force_login(people.agent_a)
     client.post(
