@@ -1,13 +1,17 @@
-"""Writes on feedback: intake in batches, and corrections."""
+"""Writes on feedback: intake in batches, corrections, and text analysis of
+stored feedback."""
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from typing import NamedTuple
 
 from django.db import connection, transaction
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from oscm.errors import DomainError
@@ -15,7 +19,7 @@ from oscm.errors import DomainError
 from . import pgcopy
 from .analysis import Analyzer, TextAnalysis
 from .intake import FeedbackInput, parse_score
-from .models import Customer, Feedback, FeedbackTopic
+from .models import Customer, Feedback, FeedbackTopic, TopicKeyword
 from .rollups import rollup_record
 
 logger = logging.getLogger(__name__)
@@ -399,54 +403,296 @@ def feedback_correct_score(*, feedback: Feedback, score: object) -> Feedback:
     return locked
 
 
-def feedback_analyze_pending(*, limit: int = 2000, older_than_seconds: int = 0) -> int:
-    """Analyse stored feedback that never went through analysis; return how many.
+def feedback_analyze(*, feedback_ids: Sequence[int]) -> int:
+    """Analyse the stored feedback among ``feedback_ids`` that has no analysis yet.
 
-    Intake analyses every row before storing it, so this only finds rows
-    written some other way, such as a data migration or a script. Each row
-    gets language, sentiment and topics, and its topics are added to the
-    rollups (its all-topics row was counted when it was stored). Rows are
-    claimed with SKIP LOCKED on PostgreSQL, so overlapping sweeps split the
-    work instead of repeating it.
+    Each row gets its language (unless one is stored), sentiment, topic
+    links and primary topic. Its topics are added to the rollups, because
+    only its all-topics rollup row was counted when it was stored. Then
+    ``cases.triage.case_triage_after_analysis`` completes the cases opened
+    before the analysis, all in one transaction. After commit,
+    ``feedback_evaluate_task`` is queued for the analysed rows not yet
+    evaluated, such as text feedback, which waits for its sentiment.
+
+    Idempotent: rows are claimed with FOR UPDATE SKIP LOCKED on PostgreSQL
+    and only while ``analyzed_at`` is null, so ids analysed already, locked
+    by a concurrent call or missing are skipped, and no row is analysed or
+    counted in the rollups twice. Returns how many rows were analysed. The
+    statements per call are constant whatever the number of ids.
     """
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    analyzer = Analyzer.from_database()
+    ids = sorted({int(pk) for pk in feedback_ids})
+    if not ids:
+        return 0
+    analyzer = _analyzer_current()
+
     with transaction.atomic():
-        rows = list(
-            Feedback.objects.filter(analyzed_at__isnull=True, received_at__lte=cutoff)
-            .order_by("pk")
-            .select_for_update(skip_locked=True)
-            .only("id", "comment", "language", "occurred_at", "kind", "source", "touchpoint", "score")[
-                :limit
-            ]
-        )
+        rows = _analysis_claim(ids)
         if not rows:
             return 0
         analyses = analyzer.analyze_many((row.comment, row.language) for row in rows)
-        now = timezone.now()
-        for row, analysis in zip(rows, analyses):
-            row.language = row.language or analysis.language
-            row.sentiment = analysis.sentiment
-            row.sentiment_label = analysis.sentiment_label
-            row.primary_topic_id = analysis.topic_ids[0] if analysis.topic_ids else None
-            row.analyzed_at = now
-        Feedback.objects.bulk_update(
-            rows, ["language", "sentiment", "sentiment_label", "primary_topic", "analyzed_at"]
+        _analysis_write(rows, analyses, now=timezone.now())
+        links = _topic_links_insert(rows, analyses)
+        _topic_rollups_add(rows, links)
+        from cases.triage import case_triage_after_analysis
+
+        case_triage_after_analysis(
+            feedback_ids=[
+                row.id for row, analysis in zip(rows, analyses) if analysis.topic_ids
+            ]
         )
-        FeedbackTopic.objects.bulk_create(
-            [
-                FeedbackTopic(feedback_id=row.pk, topic_id=topic_id)
-                for row, analysis in zip(rows, analyses)
-                for topic_id in analysis.topic_ids
-            ],
-            ignore_conflicts=True,
-        )
-        rollup_record(
-            (
-                (row.occurred_at, row.kind, row.source, row.touchpoint, analysis.topic_ids, row.score)
-                for row, analysis in zip(rows, analyses)
-            ),
-            topics_only=True,
-        )
-    logger.info("analysed feedback stored without analysis", extra={"feedback_count": len(rows)})
+        unevaluated = [row.id for row in rows if not row.is_evaluated]
+        if unevaluated:
+            _queue_evaluation(unevaluated)
+
+    logger.info(
+        "Analysed %d of %d feedback",
+        len(rows),
+        len(ids),
+        extra={"feedback_requested": len(ids), "feedback_analyzed": len(rows)},
+    )
     return len(rows)
+
+
+# One analyzer per thread, because an Analyzer's caches are plain dicts that
+# two threads must not change at once. Each entry is (keywords, analyzer).
+_analyzers = threading.local()
+
+
+def _analyzer_current() -> Analyzer:
+    """Return this thread's analyzer, rebuilt when the active keywords changed.
+
+    Reading the keywords is one query of a few hundred short rows. That
+    costs less than building the matchers again and losing the per-token
+    caches on every batch.
+    """
+    keywords = tuple(
+        TopicKeyword.objects.filter(topic__is_active=True)
+        .order_by("pk")
+        .values_list("topic_id", "language", "phrase")
+    )
+    entry = getattr(_analyzers, "entry", None)
+    if entry is None or entry[0] != keywords:
+        entry = _analyzers.entry = (keywords, Analyzer(keywords))
+    return entry[1]
+
+
+class _UnanalyzedRow(NamedTuple):
+    """The columns of a claimed feedback that analysis, rollups and the
+    evaluation queue read, in ``_UNANALYZED_FIELDS`` order."""
+
+    id: int
+    comment: str
+    language: str
+    occurred_at: datetime
+    kind: str
+    source: str
+    touchpoint: str
+    score: int | None
+    is_evaluated: bool
+
+
+_UNANALYZED_FIELDS = _UnanalyzedRow._fields[:-1]
+
+
+def _analysis_claim(ids: list[int]) -> list[_UnanalyzedRow]:
+    """Lock the unanalysed feedback among ``ids`` and return it in id order.
+
+    SQLite runs one write transaction at a time, so the plain ORM query is
+    enough there.
+    """
+    if connection.vendor != "postgresql":
+        rows = (
+            Feedback.objects.filter(pk__in=ids, analyzed_at__isnull=True)
+            .annotate(
+                is_evaluated=ExpressionWrapper(
+                    Q(evaluated_at__isnull=False), output_field=BooleanField()
+                )
+            )
+            .order_by("pk")
+            .values_list(*_UNANALYZED_FIELDS, "is_evaluated")
+        )
+        return [_UnanalyzedRow._make(row) for row in rows]
+
+    # The ids travel as one array literal, not as thousands of bind
+    # parameters that psycopg would interpolate and PostgreSQL parse. The
+    # evaluation stamp is read as a boolean, which psycopg converts faster
+    # than a timestamp.
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        quote(Feedback._meta.get_field(name).column) for name in _UNANALYZED_FIELDS
+    )
+    id_array = "{" + ",".join(str(pk) for pk in ids) + "}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT {columns}, "evaluated_at" IS NOT NULL '
+            f"FROM {quote(Feedback._meta.db_table)} "
+            f'WHERE "id" = ANY(%s::bigint[]) AND "analyzed_at" IS NULL '
+            f'ORDER BY "id" FOR UPDATE SKIP LOCKED',
+            [id_array],
+        )
+        return [_UnanalyzedRow._make(row) for row in cursor.fetchall()]
+
+
+# Columns that analysis writes, besides ``analyzed_at``; "id" comes first
+# because it is the key of the UPDATE.
+_ANALYSIS_COLUMNS = (
+    "id",
+    "language",
+    "sentiment",
+    "sentiment_label",
+    "primary_topic_id",
+)
+
+
+def _analysis_write(
+    rows: Sequence[_UnanalyzedRow], analyses: Sequence[TextAnalysis], *, now: datetime
+) -> None:
+    """Store the analyses of claimed rows and stamp ``analyzed_at``.
+
+    PostgreSQL gets the values by COPY into a temporary table and one
+    ``UPDATE ... FROM``; SQLite gets ``bulk_update``. A language already
+    stored is kept, as the analysis used it as the hint.
+    """
+    values = [
+        (
+            row.id,
+            row.language or analysis.language,
+            analysis.sentiment,
+            analysis.sentiment_label,
+            analysis.topic_ids[0] if analysis.topic_ids else None,
+        )
+        for row, analysis in zip(rows, analyses)
+    ]
+    if connection.vendor != "postgresql":
+        Feedback.objects.bulk_update(
+            [
+                Feedback(
+                    pk=pk,
+                    language=language,
+                    sentiment=sentiment,
+                    sentiment_label=label,
+                    primary_topic_id=topic_id,
+                    analyzed_at=now,
+                )
+                for pk, language, sentiment, label, topic_id in values
+            ],
+            [
+                "language",
+                "sentiment",
+                "sentiment_label",
+                "primary_topic",
+                "analyzed_at",
+            ],
+        )
+        return
+
+    quote = connection.ops.quote_name
+    table = quote(Feedback._meta.db_table)
+    staging = "feedback_analysis_staging"
+    column_list = ", ".join(quote(column) for column in _ANALYSIS_COLUMNS)
+    assignments = ", ".join(
+        f"{quote(column)} = staging.{quote(column)}" for column in _ANALYSIS_COLUMNS[1:]
+    )
+    with connection.cursor() as cursor:
+        # The staging table copies the column types only, and is dropped at
+        # commit; a second call in the same transaction empties it first.
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(staging)} ON COMMIT DROP AS "
+            f"SELECT {column_list} FROM {table} WITH NO DATA"
+        )
+        cursor.execute(f"TRUNCATE {quote(staging)}")
+        pgcopy.copy_rows(staging, _ANALYSIS_COLUMNS, values)
+        cursor.execute(
+            f'UPDATE {table} SET {assignments}, "analyzed_at" = %s '
+            f'FROM {quote(staging)} AS staging WHERE {table}."id" = staging."id"',
+            [now],
+        )
+
+
+def _topic_links_insert(
+    rows: Sequence[_UnanalyzedRow], analyses: Sequence[TextAnalysis]
+) -> list[tuple[int, int]]:
+    """Store the topic links found; return the (feedback id, topic id) pairs
+    inserted.
+
+    A link that is already stored is skipped and not returned, so the
+    rollups count only the links this call adds.
+    """
+    links = [
+        (row.id, topic_id)
+        for row, analysis in zip(rows, analyses)
+        for topic_id in analysis.topic_ids
+    ]
+    if not links:
+        return []
+    table = FeedbackTopic._meta.db_table
+    columns = ("feedback_id", "topic_id")
+    if connection.vendor == "postgresql":
+        return pgcopy.copy_insert(
+            table,
+            columns,
+            links,
+            on_conflict="(feedback_id, topic_id) DO NOTHING",
+            returning="feedback_id, topic_id",
+        )
+    return _insert_rows(
+        table,
+        columns,
+        links,
+        conflict="(feedback_id, topic_id)",
+        returning="feedback_id, topic_id",
+    )
+
+
+def _topic_rollups_add(
+    rows: Sequence[_UnanalyzedRow], links: Sequence[tuple[int, int]]
+) -> None:
+    """Add the topic rollup rows of the links just stored, for scored rows."""
+    topics_by_feedback: dict[int, list[int]] = {}
+    for feedback_id, topic_id in links:
+        topics_by_feedback.setdefault(feedback_id, []).append(topic_id)
+    entries = []
+    for row in rows:
+        topic_ids = topics_by_feedback.get(row.id)
+        if topic_ids:
+            entries.append(
+                (
+                    row.occurred_at,
+                    row.kind,
+                    row.source,
+                    row.touchpoint,
+                    topic_ids,
+                    row.score,
+                )
+            )
+    rollup_record(entries, topics_only=True)
+
+
+def feedback_analyze_pending(*, limit: int = 2000, older_than_seconds: int = 0) -> int:
+    """Analyse up to ``limit`` stored feedback rows still without analysis;
+    return how many.
+
+    Finds rows whose ``feedback_analyze_task`` was lost, such as in a broker
+    outage, and rows written some other way, such as by a data migration.
+    ``older_than_seconds`` leaves recent rows to the task queued for them.
+    The rows are picked with SKIP LOCKED on PostgreSQL and kept locked
+    while ``feedback_analyze`` analyses them, so overlapping sweeps split
+    the work instead of waiting on each other.
+    """
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    with transaction.atomic():
+        ids = list(
+            Feedback.objects.filter(analyzed_at__isnull=True, received_at__lte=cutoff)
+            .order_by("pk")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not ids:
+            return 0
+        analyzed = feedback_analyze(feedback_ids=ids)
+    logger.info(
+        "Sweep analysed %d feedback stored without analysis",
+        analyzed,
+        extra={"feedback_analyzed": analyzed},
+    )
+    return analyzed

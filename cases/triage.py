@@ -1,0 +1,382 @@
+"""Complete the cases opened before their trigger feedback was analysed.
+
+The bulk import opens cases for scored feedback before its text analysis
+runs, so such a case has no topic, the dedup key ``c<customer>:t0`` and a
+team chosen by touchpoint alone. Once the analysis stores the trigger
+feedback's primary topic, ``case_triage_after_analysis`` gives the case
+that topic and the key it would have had. A case that no agent has taken
+yet is routed again by the same routing rules.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from feedback.models import Feedback
+from oscm.errors import DomainError
+
+from . import selectors
+from .escalation import case_sla_apply
+from .models import Case, CaseEvent, RoutingRule, Team
+from .services import ClaimedFeedback, RoutingDecision, case_dedup_key, case_route
+
+logger = logging.getLogger(__name__)
+
+# Case columns that triage writes, besides ``updated_at``.
+_TRIAGE_FIELDS = (
+    "topic",
+    "dedup_key",
+    "team",
+    "routing_rule",
+    "routing_reason",
+    "assignment_reason",
+    "sla_policy",
+    "first_response_due_at",
+    "resolution_due_at",
+)
+# Trigger feedback columns in ``ClaimedFeedback`` order.
+_TRIGGER_FIELDS = ("id", *ClaimedFeedback._fields[1:])
+# Cases listed by id in a log line at most; the count is always logged.
+_LOGGED_IDS = 20
+
+
+@dataclass(frozen=True)
+class TriageResult:
+    """Counts of one triage call. ``topics_set`` counts every case changed,
+    and ``keys_kept`` the cases that keep their old key because another open
+    case has the new one."""
+
+    topics_set: int = 0
+    keys_changed: int = 0
+    keys_kept: int = 0
+    rerouted: int = 0
+    moved: int = 0
+
+
+def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
+    """Give open cases without a topic the topic their trigger feedback now has.
+
+    Applies to each open case whose ``topic`` is null and whose trigger
+    feedback is among ``feedback_ids`` and has a primary topic:
+
+    - the case gets that topic, and the dedup key ``case_dedup_key`` of its
+      trigger feedback, unless another open case already has that key. The
+      case then keeps its old key, and a warning lists it.
+    - a case still new with no assignee is routed again by ``case_route``.
+      When the team changes, it moves as ``case_move_team`` moves a case
+      (team, routing rule and reason, cleared assignment reason) and gets a
+      ``team_changed`` event with no actor. Every case routed again gets
+      its SLA policy and due times from ``case_sla_apply`` again, because a
+      policy may depend on the team and the topic. A case already assigned
+      keeps its team and SLA.
+
+    Locks the cases (SELECT ... FOR UPDATE); call it inside the transaction
+    that stores the analysis. Costs a fixed number of queries whatever the
+    number of ids.
+    """
+    ids = sorted(set(feedback_ids))
+    if not ids:
+        return TriageResult()
+    cases, triggers = _cases_lock(ids)
+    if not cases:
+        return TriageResult()
+
+    now = timezone.now()
+    old_keys = {case.pk: case.dedup_key for case in cases}
+    for case in cases:
+        case.topic_id = triggers[case.pk].primary_topic_id
+        case.updated_at = now
+    topic_keys = {case.pk: case_dedup_key(feedback=triggers[case.pk]) for case in cases}
+    old_key_cases = _dedup_keys_assign(cases, topic_keys)
+    rerouted = [
+        case
+        for case in cases
+        if case.state == Case.State.NEW and case.assignee_id is None
+    ]
+    moves = _cases_reroute(rerouted, triggers)
+    _sla_reapply(rerouted, now=now)
+    old_key_cases += _cases_save(cases, old_keys)
+    _moves_record(moves, now=now)
+
+    result = TriageResult(
+        topics_set=len(cases),
+        keys_changed=sum(1 for case in cases if case.dedup_key != old_keys[case.pk]),
+        keys_kept=len(old_key_cases),
+        rerouted=len(rerouted),
+        moved=len(moves),
+    )
+    _log_result(result, old_key_cases=old_key_cases, moves=moves)
+    return result
+
+
+def _id_filter(ids: list[int]):
+    """Return what ``__in`` should compare with for a batch of ids.
+
+    On PostgreSQL the ids travel as one array rather than thousands of bind
+    parameters.
+    """
+    if connection.vendor != "postgresql":
+        return ids
+    return RawSQL("SELECT unnest(%s::bigint[])", ["{" + ",".join(map(str, ids)) + "}"])
+
+
+def _cases_lock(ids: list[int]) -> tuple[list[Case], dict[int, ClaimedFeedback]]:
+    """Lock the open cases without a topic whose trigger feedback is among
+    ``ids`` and has a primary topic; return them in id order, and their
+    trigger feedback by case id.
+
+    Two queries, each driven by the ids through a primary key or foreign
+    key index. A join that also filters on the primary topic lets the
+    planner start from the index on ``primary_topic``, whose statistics lag
+    behind while the analysis fills the column, and read every analysed
+    row.
+    """
+    triggers = {
+        row[0]: ClaimedFeedback._make(row)
+        for row in Feedback.objects.filter(pk__in=_id_filter(ids)).values_list(
+            *_TRIGGER_FIELDS
+        )
+        if row[-1] is not None
+    }
+    if not triggers:
+        return [], {}
+    cases = list(
+        Case.objects.select_for_update()
+        .filter(
+            is_open=True,
+            topic__isnull=True,
+            trigger_feedback_id__in=_id_filter(sorted(triggers)),
+        )
+        .order_by("pk")
+    )
+    return cases, {case.pk: triggers[case.trigger_feedback_id] for case in cases}
+
+
+def _dedup_keys_assign(cases: Sequence[Case], topic_keys: dict[int, str]) -> list[Case]:
+    """Give each case its topic key unless another open case has it; return
+    the cases that keep their old key."""
+    changing = {
+        topic_keys[case.pk] for case in cases if case.dedup_key != topic_keys[case.pk]
+    }
+    if not changing:
+        return []
+    holders = selectors.case_open_ids_by_dedup_key(dedup_keys=changing)
+    old_key_cases = []
+    for case in cases:
+        key = topic_keys[case.pk]
+        if key == case.dedup_key:
+            continue
+        if key in holders:
+            old_key_cases.append(case)
+            continue
+        # Another case of this batch may want the same key; the first wins.
+        holders[key] = case.pk
+        case.dedup_key = key
+    return old_key_cases
+
+
+def _cases_reroute(
+    cases: Sequence[Case], triggers: dict[int, ClaimedFeedback]
+) -> list[tuple[Case, int, RoutingDecision]]:
+    """Route the cases again with their topic and move those whose team
+    changes, in memory; return (case, old team id, decision) per move."""
+    if not cases:
+        return []
+    rules = list(
+        RoutingRule.objects.filter(is_active=True)
+        .select_related("team", "topic")
+        .order_by("position", "pk")
+    )
+    fallback_team = Team.objects.filter(is_fallback=True).first()
+    decisions: dict[tuple[int | None, str], RoutingDecision | None] = {}
+    moves = []
+    for case in cases:
+        touchpoint = triggers[case.pk].touchpoint
+        key = (case.topic_id, touchpoint)
+        if key not in decisions:
+            decisions[key] = _route(
+                case=case,
+                touchpoint=touchpoint,
+                rules=rules,
+                fallback_team=fallback_team,
+            )
+        decision = decisions[key]
+        if decision is None or decision.team.pk == case.team_id:
+            continue
+        moves.append((case, case.team_id, decision))
+        case.team = decision.team
+        case.routing_rule = decision.rule
+        case.routing_reason = decision.reason
+        case.assignment_reason = ""
+    return moves
+
+
+def _route(
+    *,
+    case: Case,
+    touchpoint: str,
+    rules: Sequence[RoutingRule],
+    fallback_team: Team | None,
+) -> RoutingDecision | None:
+    """Return ``case_route``'s decision, or None when no rule and no fallback
+    team match, so the case stays where it was opened."""
+    try:
+        return case_route(
+            topic_id=case.topic_id,
+            touchpoint=touchpoint,
+            rules=rules,
+            fallback_team=fallback_team,
+        )
+    except DomainError as error:
+        logger.warning(
+            "Case %s keeps its team: %s",
+            case.pk,
+            error.message,
+            extra={"case_id": case.pk, "topic_id": case.topic_id},
+        )
+        return None
+
+
+def _sla_reapply(cases: Sequence[Case], *, now: datetime) -> None:
+    """Choose the SLA policy and due times of the cases again, in memory.
+
+    ``case_sla_apply`` writes the saved cases it gets with a bulk_update of
+    its own. It gets unsaved copies with the fields a policy depends on
+    instead, so ``_cases_update`` writes its results with the other triage
+    fields in one statement.
+    """
+    copies = [
+        Case(
+            team_id=case.team_id,
+            priority=case.priority,
+            topic_id=case.topic_id,
+            opened_at=case.opened_at,
+        )
+        for case in cases
+    ]
+    case_sla_apply(cases=copies, now=now)
+    for case, copy in zip(cases, copies):
+        case.sla_policy_id = copy.sla_policy_id
+        case.first_response_due_at = copy.first_response_due_at
+        case.resolution_due_at = copy.resolution_due_at
+
+
+def _cases_save(cases: Sequence[Case], old_keys: dict[int, str]) -> list[Case]:
+    """Write the triage fields of the cases; return the cases that kept their
+    old key because another transaction opened a case with it meanwhile.
+
+    The key look-up cannot see a case that another transaction inserted and
+    has not committed yet. The partial unique index then rejects the UPDATE
+    once that transaction commits. The UPDATE is tried again, once, with
+    the keys read again. A second conflict raises IntegrityError, which
+    rolls back the analysis, and the analysis sweep repeats it later.
+    """
+    try:
+        with transaction.atomic():
+            _cases_update(cases)
+        return []
+    except IntegrityError:
+        logger.warning(
+            "Case key update hit a case opened concurrently; reading the keys again",
+            extra={"case_count": len(cases)},
+        )
+    holders = selectors.case_open_ids_by_dedup_key(
+        dedup_keys={case.dedup_key for case in cases}
+    )
+    old_key_cases = []
+    for case in cases:
+        holder = holders.get(case.dedup_key)
+        if holder is not None and holder != case.pk:
+            old_key_cases.append(case)
+            case.dedup_key = old_keys[case.pk]
+    _cases_update(cases)
+    return old_key_cases
+
+
+def _cases_update(cases: Sequence[Case]) -> None:
+    """Write the triage fields and ``updated_at`` in one statement.
+
+    PostgreSQL joins the new values as arrays (``unnest``), which costs
+    the same per case whatever the batch size. Django's ``bulk_update``
+    builds one CASE branch per case for each field, so each row scans them
+    all; SQLite uses it all the same.
+    """
+    fields = [*_TRIAGE_FIELDS, "updated_at"]
+    if connection.vendor != "postgresql":
+        Case.objects.bulk_update(cases, fields)
+        return
+    quote = connection.ops.quote_name
+    table = quote(Case._meta.db_table)
+    columns = [Case._meta.get_field(name) for name in fields]
+    arrays = [[case.pk for case in cases]]
+    casts = ["bigint[]"]
+    for field in columns:
+        arrays.append([getattr(case, field.attname) for case in cases])
+        casts.append(f"{field.db_type(connection)}[]")
+    names = ["id", *(field.column for field in columns)]
+    unnest = ", ".join(f"%s::{cast}" for cast in casts)
+    assignments = ", ".join(
+        f"{quote(name)} = triage.{quote(name)}" for name in names[1:]
+    )
+    # The second id condition lets the planner find the cases by primary
+    # key. The join alone makes it read the whole table, because it cannot
+    # see how many ids the arrays carry.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {assignments} "
+            f"FROM unnest({unnest}) AS triage ({', '.join(quote(n) for n in names)}) "
+            f'WHERE {table}."id" = triage."id" AND {table}."id" = ANY(%s::bigint[])',
+            [*arrays, arrays[0]],
+        )
+
+
+def _moves_record(
+    moves: Sequence[tuple[Case, int, RoutingDecision]], *, now: datetime
+) -> None:
+    """Append a team_changed event, with no actor, to each moved case."""
+    if not moves:
+        return
+    CaseEvent.objects.bulk_create(
+        CaseEvent(
+            case_id=case.pk,
+            kind=CaseEvent.Kind.TEAM_CHANGED,
+            created_at=now,
+            changes={"team": [old_team_id, case.team_id]},
+            body=f"Routed again after text analysis found the topic: {decision.reason}",
+        )
+        for case, old_team_id, decision in moves
+    )
+
+
+def _log_result(
+    result: TriageResult,
+    *,
+    old_key_cases: Sequence[Case],
+    moves: Sequence[tuple[Case, int, RoutingDecision]],
+) -> None:
+    logger.info(
+        "Triage after analysis: %d cases got their topic, %d routed again, %d moved",
+        result.topics_set,
+        result.rerouted,
+        result.moved,
+        extra={
+            "cases_triaged": result.topics_set,
+            "cases_rerouted": result.rerouted,
+            "cases_moved": result.moved,
+            "moved_case_ids": [case.pk for case, _, _ in moves[:_LOGGED_IDS]],
+        },
+    )
+    if old_key_cases:
+        case_ids = [case.pk for case in old_key_cases[:_LOGGED_IDS]]
+        logger.warning(
+            "%d cases kept their dedup key because another open case has the "
+            "key of their topic; merge them if they are the same problem: %s",
+            len(old_key_cases),
+            case_ids,
+            extra={"case_ids": case_ids, "case_count": len(old_key_cases)},
+        )
