@@ -1,11 +1,14 @@
 """Time ``import_feedback`` on PostgreSQL beside two reference imports.
 
 Generates N rows from the real data sets (``bench/make_data.py``), creates
-and migrates a database of its own, and times the real command path. The
+and migrates a database of its own, and times the real command path: the
 rating file and the NPS file each go through
-``call_command("import_feedback")``, with customers, text analysis, rollups
-and case evaluation included. Tasks run in-process (eager) unless
-CELERY_BROKER_URL is set, so cases are opened inside the timed import.
+``call_command("import_feedback")``, with customers, rollups, case rules,
+cases, links and events included. As in production, the text analysis is
+queued to Celery on Redis (``--broker``, database 14 on 127.0.0.1 by
+default) and not done by the import. Then ``--workers`` Celery worker
+processes, started and stopped by this script, work through it, and the
+script times them until every row is analysed, giving texts/s per worker.
 
 References, measured afterwards on the same database with its tables
 emptied:
@@ -17,22 +20,23 @@ emptied:
   ``--subset`` rows of the rating file, customers created beforehand.
 
     .venv/bin/python bench/import_bench.py --rows 1000000
-    .venv/bin/python bench/import_bench.py --rows 100000 --profile
+    .venv/bin/python bench/import_bench.py --rows 100000 --profile --no-references
 
-``--worker`` measures the production mode instead: tasks go through Redis
-(``--broker``, database 14 on 127.0.0.1 by default) to one Celery worker
-process that this script starts and stops, and the time runs until every
-feedback is evaluated. ``--profile`` runs the import under cProfile and
-prints the top entries; its rows/s are lower than an unprofiled run's.
+``--profile`` runs the import serially (no writer thread) under cProfile
+and prints the top entries and the time of each SQL statement; its rows/s
+are lower than an unprofiled run's.
 """
 
 import argparse
+import collections
+import contextlib
 import cProfile
 import csv
 import io
 import json
 import os
 import pstats
+import resource
 import subprocess
 import sys
 import time
@@ -41,7 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchdb
-from make_data import make_files
+from make_data import OUT, make_files
 
 SOURCES = {"rating": "review", "nps": "survey"}
 TABLES = (
@@ -68,51 +72,117 @@ def add_agents() -> None:
             TeamMember.objects.create(team=team, user=user)
 
 
-def run_import(files: dict[str, Path], *, profile: cProfile.Profile | None) -> float:
-    from django.core.management import call_command
+class StatementTimes:
+    """Wall time of each SQL statement of the import, summed by its text,
+    and of COPY and COMMIT, on the serial (profiled) path."""
 
+    def __init__(self):
+        self.seconds: collections.Counter = collections.Counter()
+
+    def __call__(self, execute, sql, params, many, context):
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.seconds[" ".join(sql.split())[:80]] += time.perf_counter() - started
+
+    @contextlib.contextmanager
+    def watching(self):
+        import psycopg
+        from django.db import connection
+
+        copy = psycopg.ClientCursor.copy
+        commit = connection.connection.commit
+        times = self.seconds
+
+        @contextlib.contextmanager
+        def timed_copy(cursor, statement, *args, **kwargs):
+            started = time.perf_counter()
+            with copy(cursor, statement, *args, **kwargs) as stream:
+                yield stream
+            times[" ".join(statement.split())[:80]] += time.perf_counter() - started
+
+        def timed_commit():
+            started = time.perf_counter()
+            try:
+                return commit()
+            finally:
+                times["COMMIT (deferred foreign key checks)"] += time.perf_counter() - started
+
+        psycopg.ClientCursor.copy = timed_copy
+        connection.connection.commit = timed_commit
+        try:
+            with connection.execute_wrapper(self):
+                yield
+        finally:
+            psycopg.ClientCursor.copy = copy
+            connection.connection.commit = commit
+
+    def print(self, top: int) -> None:
+        print(f"\nSQL statements, top {top} by total wall time:")
+        for statement, seconds in self.seconds.most_common(top):
+            print(f"  {seconds:7.2f} s  {statement}")
+
+
+def run_import(
+    files: dict[str, Path],
+    *,
+    profile: cProfile.Profile | None,
+    statements: StatementTimes | None,
+) -> float:
+    from django.core.management import call_command
+    from django.db import connection
+
+    connection.ensure_connection()
+    watching = statements.watching() if statements else contextlib.nullcontext()
     started = time.perf_counter()
-    for kind, path in files.items():
-        output = io.StringIO()
-        if profile:
-            profile.enable()
-        call_command(
-            "import_feedback",
-            str(path),
-            source=SOURCES[kind],
-            kind=kind,
-            no_progress=True,
-            stdout=output,
-        )
-        if profile:
-            profile.disable()
-        print(f"  {path.name}: {output.getvalue().strip()}")
+    with watching:
+        for kind, path in files.items():
+            output = io.StringIO()
+            if profile:
+                profile.enable()
+            call_command(
+                "import_feedback",
+                str(path),
+                source=SOURCES[kind],
+                kind=kind,
+                no_progress=True,
+                stdout=output,
+            )
+            if profile:
+                profile.disable()
+            print(f"  {path.name}: {output.getvalue().strip()}")
     return time.perf_counter() - started
 
 
-def start_worker(database_url: str, broker_url: str) -> subprocess.Popen:
-    """Start one Celery worker process on the bench database and broker."""
+def start_workers(count: int, database_url: str, broker_url: str) -> list[subprocess.Popen]:
+    """Start ``count`` Celery worker processes (one task at a time each)."""
     environment = {**os.environ, "DATABASE_URL": database_url,
                    "CELERY_BROKER_URL": broker_url, "LOG_LEVEL": "WARNING"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "oscm", "worker", "--concurrency", "1",
-         "--loglevel", "WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle"],
-        cwd=benchdb.REPOSITORY, env=environment,
-    )
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "oscm", "worker", "--pool", "solo",
+             "--hostname", f"bench{number}@%h", "--loglevel", "WARNING",
+             "--without-heartbeat", "--without-gossip", "--without-mingle"],
+            cwd=benchdb.REPOSITORY, env=environment,
+            stdout=open(OUT / f"worker-{number}.log", "w"), stderr=subprocess.STDOUT,
+        )
+        for number in range(count)
+    ]
 
 
-def wait_until_evaluated(timeout: float) -> float:
-    """Poll until every feedback is evaluated; return ``perf_counter()`` then."""
+def wait_until_analysed(timeout: float) -> float:
+    """Poll until every feedback is analysed; return ``perf_counter()`` then."""
     from django.db import connection
 
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM feedback_feedback WHERE evaluated_at IS NULL")
+            cursor.execute("SELECT count(*) FROM feedback_feedback WHERE analyzed_at IS NULL")
             if cursor.fetchone()[0] == 0:
                 return time.perf_counter()
         time.sleep(0.2)
-    raise SystemExit(f"feedback still unevaluated after {timeout:.0f} s; check that the worker started")
+    raise SystemExit(f"feedback still unanalysed after {timeout:.0f} s; check that the workers started")
 
 
 def table_counts() -> dict[str, int]:
@@ -127,6 +197,10 @@ def table_counts() -> dict[str, int]:
             "SELECT count(*) FROM feedback_feedback WHERE evaluated_at IS NULL"
         )
         counts["unevaluated"] = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM feedback_feedback WHERE analyzed_at IS NULL")
+        counts["unanalysed"] = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM cases_case WHERE topic_id IS NOT NULL")
+        counts["cases with a topic"] = cursor.fetchone()[0]
         cursor.execute("SELECT count(*) FROM cases_case WHERE assignee_id IS NOT NULL")
         counts["assigned"] = cursor.fetchone()[0]
     return counts
@@ -277,45 +351,61 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=20_000,
                         help="Rows for the django-import-export reference.")
     parser.add_argument("--profile", action="store_true",
-                        help="Run the import under cProfile and print the top entries.")
+                        help="Import serially under cProfile and print the top entries.")
     parser.add_argument("--top", type=int, default=25, help="Profile entries printed.")
-    parser.add_argument("--worker", action="store_true",
-                        help="Evaluate on one Celery worker through Redis instead of in-process.")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="Celery workers that analyse the imported text afterwards (0: none).")
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/14",
-                        help="Redis database for --worker; it is flushed at the end.")
+                        help="Redis database for the analysis tasks; it is flushed before and after.")
     parser.add_argument("--no-references", action="store_true", help="Time only our import.")
     args = parser.parse_args()
 
+    import redis
+
     files = make_files(rows=args.rows, data=args.data)
-    if args.worker:
-        os.environ["CELERY_BROKER_URL"] = args.broker
+    os.environ["CELERY_BROKER_URL"] = args.broker
+    if args.profile:
+        os.environ["OSCM_IMPORT_WRITER_THREAD"] = "0"
+    redis.Redis.from_url(args.broker).flushdb()
     benchdb.setup_django(args.database_url)
     from django.conf import settings
 
-    worker = None
+    workers = []
     try:
         add_agents()
-        if args.worker:
-            worker = start_worker(args.database_url, args.broker)
-            time.sleep(5)
         print("\n".join(benchdb.machine_summary()))
-        print(f"batch size {settings.OSCM_BATCH_SIZE}, eager tasks: {settings.CELERY_TASK_ALWAYS_EAGER}")
+        print(f"chunk size {settings.OSCM_IMPORT_CHUNK_SIZE}, "
+              f"writer thread: {settings.OSCM_IMPORT_WRITER_THREAD}, "
+              f"eager tasks: {settings.CELERY_TASK_ALWAYS_EAGER}")
         print(f"import_feedback of {args.rows:,} rows:")
         profile = cProfile.Profile() if args.profile else None
-        started = time.perf_counter()
-        seconds = run_import(files, profile=profile)
-        if worker:
-            print(f"  import returned after {seconds:.1f} s"
-                  f" = {args.rows / seconds:,.0f} rows/s; waiting for the worker")
-            seconds = wait_until_evaluated(timeout=3600) - started
+        statements = StatementTimes() if args.profile else None
+        cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+        seconds = run_import(files, profile=profile, statements=statements)
+        cpu_after = resource.getrusage(resource.RUSAGE_SELF)
         counts = table_counts()
         print(f"  {counts}")
         ours = counts["feedback_feedback"] / seconds
+        python_cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
         print(f"  {benchdb.load_average()}")
         print(f"ours: {counts['feedback_feedback']:,} rows in {seconds:.1f} s = {ours:,.0f} rows/s"
-              + (" (under cProfile)" if profile else ""))
+              + (" (serial, under cProfile)" if profile else "")
+              + f"; Python process CPU {python_cpu:.1f} s")
         if profile:
             print_profile(profile, args.top)
+            statements.print(args.top)
+        if args.workers:
+            started = time.perf_counter()
+            workers = start_workers(args.workers, args.database_url, args.broker)
+            analysed = counts["feedback_feedback"] - counts["unanalysed"]
+            finished = wait_until_analysed(timeout=7200)
+            analysis_seconds = finished - started
+            texts = counts["feedback_feedback"] - analysed
+            print(f"analysis: {texts:,} texts by {args.workers} workers in {analysis_seconds:.1f} s"
+                  f" (worker start included) = {texts / analysis_seconds:,.0f} texts/s,"
+                  f" {texts / analysis_seconds / args.workers:,.0f} texts/s per worker")
+            print(f"  {table_counts()}")
+            print(f"  {benchdb.load_average()}")
         if args.no_references:
             return
 
@@ -333,12 +423,11 @@ def main() -> None:
         print(f"| {args.rows:,} | {ours:,.0f} | {copied / copy_seconds:,.0f} "
               f"| {imported / ie_seconds:,.0f} |")
     finally:
-        if worker:
+        for worker in workers:
             worker.terminate()
+        for worker in workers:
             worker.wait(timeout=30)
-            import redis
-
-            redis.Redis.from_url(args.broker).flushdb()
+        redis.Redis.from_url(args.broker).flushdb()
         if not args.keep:
             benchdb.drop_database(args.database_url)
 

@@ -241,19 +241,29 @@ class Case(models.Model):
 
     OPEN_STATES = (State.NEW, State.ASSIGNED, State.IN_PROGRESS, State.WAITING)
 
+    # customer, team and assignee lead composite indexes of Meta, which serve
+    # their look-ups; an index of their own would only slow writes down.
     customer = models.ForeignKey(
-        Customer, null=True, blank=True, on_delete=models.PROTECT, related_name="cases"
+        Customer,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="cases",
+        db_index=False,
     )
     trigger_feedback = models.ForeignKey(
         Feedback, on_delete=models.PROTECT, related_name="triggered_cases"
     )
     feedback = models.ManyToManyField(Feedback, through="CaseFeedback", related_name="cases")
     topic = models.ForeignKey(Topic, null=True, blank=True, on_delete=models.SET_NULL)
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="cases")
+    team = models.ForeignKey(
+        Team, on_delete=models.PROTECT, related_name="cases", db_index=False
+    )
     assignee = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
+        db_index=False,
         on_delete=models.SET_NULL,
         related_name="assigned_cases",
     )

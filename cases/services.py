@@ -660,22 +660,61 @@ def feedback_evaluate(*, feedback_ids: Iterable[int]) -> EvaluationResult:
         if not claimed:
             return EvaluationResult()
 
-        rules_by_kind: dict[str, list[CaseRule]] = {}
-        for rule in CaseRule.objects.filter(is_active=True).order_by("position", "pk"):
-            rules_by_kind.setdefault(rule.kind, []).append(rule)
-        matches = []
-        for feedback in claimed:
-            rules = rules_by_kind.get(feedback.kind)
-            if rules and (match := case_rule_match(feedback=feedback, rules=rules)):
-                matches.append(match)
-        opened = (
-            case_open(matches=matches, now=now) if matches else CaseOpenResult([], 0)
-        )
+        opened = feedback_evaluate_rows(rows=claimed, now=now)
 
     _log_batch(requested=len(ids), claimed=len(claimed), opened=opened)
     return EvaluationResult(
         evaluated=len(claimed), cases_opened=len(opened.cases), attached=opened.attached
     )
+
+
+def feedback_evaluate_rows(
+    *, rows: Sequence[ClaimedFeedback], now: datetime
+) -> CaseOpenResult:
+    """Match rows that the caller holds against the case rules and open or
+    attach their cases.
+
+    The caller owns the rows: ``feedback_evaluate`` claims them first, and the
+    bulk import inserts them in the same transaction with ``evaluated_at``
+    already set. Must run inside a transaction.
+    """
+    rules_by_kind: dict[str, list[CaseRule]] = {}
+    for rule in CaseRule.objects.filter(is_active=True).order_by("position", "pk"):
+        rules_by_kind.setdefault(rule.kind, []).append(rule)
+    reads_sentiment = {
+        kind: any(rule.sentiment_max is not None for rule in rules)
+        for kind, rules in rules_by_kind.items()
+    }
+    # A rule without a sentiment bound decides on kind and score alone, so
+    # its match and reason are worked out once per (kind, score) and shared.
+    by_score: dict[tuple[str, int | None], tuple[CaseRule, str] | None] = {}
+    matches = []
+    for feedback in rows:
+        rules = rules_by_kind.get(feedback.kind)
+        if not rules:
+            continue
+        if reads_sentiment[feedback.kind]:
+            match = case_rule_match(feedback=feedback, rules=rules)
+            if match:
+                matches.append(match)
+            continue
+        key = (feedback.kind, feedback.score)
+        if key not in by_score:
+            match = case_rule_match(feedback=feedback, rules=rules)
+            by_score[key] = (match.rule, match.reason) if match else None
+        found = by_score[key]
+        if found:
+            matches.append(
+                RuleMatch(
+                    feedback=feedback,
+                    rule=found[0],
+                    reason=found[1],
+                    dedup_key=case_dedup_key(feedback=feedback),
+                )
+            )
+    if not matches:
+        return CaseOpenResult([], 0)
+    return case_open(matches=matches, now=now)
 
 
 def _feedback_claim(*, ids: list[int], now: datetime) -> list[ClaimedFeedback]:

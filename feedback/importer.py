@@ -8,20 +8,26 @@ neighbour is bad.
 """
 
 import csv
+import gc
 import hashlib
 import json
 import logging
+import queue
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from django.conf import settings
+from django.db import connection, connections
 from django.utils import timezone
 
 from .analysis import Analyzer
+from .bulk import feedback_store_chunk
 from .intake import FIELDS, FeedbackInput, InvalidItem, validate_item
-from .services import feedback_ingest
+from .services import IngestResult, feedback_ingest
 
 logger = logging.getLogger(__name__)
 
@@ -102,17 +108,38 @@ def import_file(
     except OSError as error:
         raise ImportFileError(f"cannot open {path}: {error.strerror}.") from None
 
+    # The rows make millions of short-lived objects and almost no cycles;
+    # the cyclic collector would walk every live object over and over.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _import_open_file(path, handle, fmt, options, on_progress)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _import_open_file(
+    path: Path,
+    handle: TextIO,
+    fmt: str,
+    options: ImportOptions,
+    on_progress: Callable[[int, int], None] | None,
+) -> ImportSummary:
     total = path.stat().st_size
     summary = ImportSummary(rejected_path=path.with_name(path.name + ".rejected.csv"))
-    batch_size = options.batch_size or settings.OSCM_BATCH_SIZE
+    bulk = connection.vendor == "postgresql"
+    batch_size = options.batch_size or (
+        settings.OSCM_IMPORT_CHUNK_SIZE if bulk else settings.OSCM_BATCH_SIZE
+    )
     defaults = {"kind": options.kind, "source": options.source, "language": options.language}
-    analyzer = Analyzer.from_database()
     now = timezone.now()
     # A report left by an earlier run of the same file would mislead.
     summary.rejected_path.unlink(missing_ok=True)
     rejects = _RejectWriter(summary.rejected_path)
+    store = _store_for(bulk=bulk)
 
-    with handle:
+    with handle, store:
         rows = _csv_rows(handle, options) if fmt == "csv" else _jsonl_rows(handle)
         header = next(rows)
         columns = _resolve_mapping(header, options.mapping) if fmt == "csv" else _key_mapping(options.mapping)
@@ -140,14 +167,16 @@ def import_file(
             batch.append(feedback)
             batch_rows.append((number, raw))
             if len(batch) >= batch_size:
-                _store(batch, batch_rows, summary, analyzer, rejects)
+                store.submit(batch, batch_rows)
+                _count(store.done(), summary, rejects)
                 batch, batch_rows = [], []
                 if on_progress:
                     on_progress(handle.buffer.tell(), total)
         if batch:
-            _store(batch, batch_rows, summary, analyzer, rejects)
-        if on_progress:
-            on_progress(total, total)
+            store.submit(batch, batch_rows)
+    _count(store.done(), summary, rejects)
+    if on_progress:
+        on_progress(total, total)
 
     summary.rejected = rejects.count
     rejects.close()
@@ -166,19 +195,127 @@ def import_file(
     return summary
 
 
-def _store(
-    batch: list[FeedbackInput],
-    rows: list[tuple[int, dict]],
+def _count(
+    stored: list[tuple[IngestResult, list[tuple[int, dict]]]],
     summary: ImportSummary,
-    analyzer: Analyzer,
     rejects: "_RejectWriter",
 ) -> None:
-    result = feedback_ingest(inputs=batch, analyzer=analyzer)
-    summary.imported += result.created_count
-    summary.duplicates += result.duplicate_count
-    for index, reason in result.conflicts.items():
-        number, raw = rows[index]
-        rejects.write(number, reason, raw)
+    for result, rows in stored:
+        summary.imported += result.created_count
+        summary.duplicates += result.duplicate_count
+        for index, reason in result.conflicts.items():
+            number, raw = rows[index]
+            rejects.write(number, reason, raw)
+
+
+def _store_for(*, bulk: bool) -> "_SerialStore":
+    """Pick how batches are stored.
+
+    PostgreSQL takes chunks through ``feedback_store_chunk`` (COPY, cases in
+    the same transaction, analysis left to the workers). Outside a
+    transaction it runs on a second thread with a connection of its own, so
+    the database works on one chunk while this thread parses the next.
+    Inside one (a caller's atomic block) a second connection would not see
+    the caller's rows, so the chunks are stored here. SQLite stores batches
+    with ``feedback_ingest``, which analyses the text first.
+    """
+    if not bulk:
+        analyzer = Analyzer.from_database()
+        return _SerialStore(lambda inputs: feedback_ingest(inputs=inputs, analyzer=analyzer))
+
+    def store(inputs: list[FeedbackInput]) -> IngestResult:
+        return feedback_store_chunk(inputs=inputs, now=timezone.now())[0]
+
+    if connection.in_atomic_block or not settings.OSCM_IMPORT_WRITER_THREAD:
+        return _SerialStore(store)
+    return _ThreadStore(store)
+
+
+class _SerialStore:
+    """Stores each batch as it is submitted; ``done`` hands out the results."""
+
+    def __init__(self, store: Callable[[list[FeedbackInput]], IngestResult]):
+        self._store = store
+        self._done: list[tuple[IngestResult, list[tuple[int, dict]]]] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
+    def submit(self, batch: list[FeedbackInput], rows: list[tuple[int, dict]]) -> None:
+        self._done.append((self._store(batch), rows))
+
+    def done(self) -> list[tuple[IngestResult, list[tuple[int, dict]]]]:
+        finished, self._done = self._done, []
+        return finished
+
+
+_SWITCH_INTERVAL = 0.0002
+
+
+class _ThreadStore(_SerialStore):
+    """Stores batches on a writer thread, at most two waiting.
+
+    An error on the writer thread stops the import: the next ``submit`` or
+    the exit re-raises it here, and the chunks committed before it stay.
+    """
+
+    def __init__(self, store: Callable[[list[FeedbackInput]], IngestResult]):
+        super().__init__(store)
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="import-writer", daemon=True)
+
+    def __enter__(self):
+        # The writer wakes up after each statement and must get the
+        # interpreter back from the parsing thread. The default switch
+        # interval of 5 ms would leave the database idle that long each time.
+        self._interval = sys.getswitchinterval()
+        sys.setswitchinterval(_SWITCH_INTERVAL)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self._put(None)
+        self._thread.join()
+        sys.setswitchinterval(self._interval)
+        if exc_type is None:
+            self._raise_error()
+
+    def submit(self, batch: list[FeedbackInput], rows: list[tuple[int, dict]]) -> None:
+        self._raise_error()
+        self._put((batch, rows))
+
+    def done(self) -> list[tuple[IngestResult, list[tuple[int, dict]]]]:
+        with self._lock:
+            return super().done()
+
+    def _put(self, job) -> None:
+        while self._thread.is_alive():
+            try:
+                self._queue.put(job, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            while (job := self._queue.get()) is not None:
+                batch, rows = job
+                result = self._store(batch)
+                with self._lock:
+                    self._done.append((result, rows))
+        except BaseException as error:  # handed to the importing thread
+            self._error = error
+        finally:
+            connections.close_all()
 
 
 def _csv_rows(handle, options: ImportOptions) -> Iterator:
@@ -282,7 +419,7 @@ def _resolve_mapping(header: list[str], mapping: dict[str, str]) -> dict[str, li
             if part not in header:
                 raise ImportFileError(
                     f"column {part!r} (mapped to {name}) is not in the file; "
-                    f"its columns are: {', '.join(header)}."
+                    f"its columns are: {', '.join(header)}.{_delimiter_hint(header)}"
                 )
         columns[name] = parts
     for name, parts in columns.items():
@@ -293,6 +430,16 @@ def _resolve_mapping(header: list[str], mapping: dict[str, str]) -> dict[str, li
                     "header, so its value is ambiguous; rename one of them."
                 )
     return columns
+
+
+def _delimiter_hint(header: list[str]) -> str:
+    """Suggest --delimiter when the whole header came out as one column."""
+    if len(header) != 1:
+        return ""
+    for candidate, option in ((";", ";"), ("\t", "tab"), ("|", "|")):
+        if candidate in header[0]:
+            return f" The file looks separated by {candidate!r}: pass --delimiter '{option}'."
+    return ""
 
 
 def _key_mapping(mapping: dict[str, str]) -> dict[str, list[str]]:

@@ -51,8 +51,18 @@ MAX_LENGTHS = {
 }
 # Occurrence times further ahead than this are rejected as clock errors.
 FUTURE_TOLERANCE = timedelta(days=1)
+# Occurrence times before this are taken as a wrong column or format.
+EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
+# Longer comments are rejected: ten times the length the survey page takes
+# and still room for the longest real reviews.
+MAX_COMMENT_LENGTH = 20_000
 LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
 _WHOLE_NUMBER_RE = re.compile(r"^[+-]?[0-9]+(\.0*)?$")
+# Addresses that passed the email validator lately. A customer sends many
+# rows of a file, and the validator's regular expressions cost more than the
+# rest of a row's checks; past the limit the set starts over.
+_VALID_EMAILS: set[str] = set()
+_VALID_EMAILS_LIMIT = 100_000
 # Free-form data a caller may send along; it is kept in ``raw`` only.
 EXTRA_KEY = "metadata"
 
@@ -88,7 +98,7 @@ def _text(item: dict, name: str) -> str:
     value = item.get(name)
     if value is None:
         return ""
-    if not isinstance(value, str):
+    if value.__class__ is not str and not isinstance(value, str):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
         else:
@@ -168,6 +178,11 @@ def parse_occurred_at(value: Any, *, date_format: str = "", now: datetime) -> da
             "occurred_at",
             f"occurred_at {value!r} lies in the future; check the date and its time zone.",
         )
+    if parsed < EARLIEST_OCCURRED_AT:
+        raise InvalidItem(
+            "occurred_at",
+            f"occurred_at {value!r} lies before 1970; check the column and the date format.",
+        )
     return parsed
 
 
@@ -181,9 +196,12 @@ def content_key(item: dict) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+_KNOWN_KEYS = frozenset((*FIELDS, EXTRA_KEY))
+
+
 def _check_keys_and_nul(item: dict) -> None:
-    unknown = [key for key in item if key not in FIELDS and key != EXTRA_KEY]
-    if unknown:
+    if not _KNOWN_KEYS.issuperset(item):
+        unknown = [key for key in item if key not in _KNOWN_KEYS]
         raise InvalidItem(
             unknown[0],
             f"{unknown[0]!r} is not a feedback field; use one of {', '.join(FIELDS)}, "
@@ -237,6 +255,11 @@ def validate_item(
     if not isinstance(comment, str):
         raise InvalidItem("comment", f"comment {comment!r} is not text.")
     comment = comment.strip()
+    if len(comment) > MAX_COMMENT_LENGTH:
+        raise InvalidItem(
+            "comment",
+            f"comment is {len(comment)} characters long; the maximum is {MAX_COMMENT_LENGTH}.",
+        )
     if score is None and not comment:
         raise InvalidItem(
             "score", "the item has neither a score nor a comment, so there is nothing to record."
@@ -248,11 +271,14 @@ def validate_item(
             "language", f"language {language!r} is not a language code such as en, id or pt."
         )
     email = _text(values, "email").lower()
-    if email:
+    if email and email not in _VALID_EMAILS:
         try:
             validate_email(email)
         except ValidationError:
             raise InvalidItem("email", f"email {email!r} is not a valid address.") from None
+        if len(_VALID_EMAILS) >= _VALID_EMAILS_LIMIT:
+            _VALID_EMAILS.clear()
+        _VALID_EMAILS.add(email)
 
     external_id = _text(values, "external_id") or content_key(item)
     customer = _text(values, "customer")

@@ -85,8 +85,15 @@ class Feedback(models.Model):
         Kind.RATING: (1, 5),
     }
 
+    # Indexed by ``feedback_customer_occurred``, whose first column it is; a
+    # second index of its own would only slow every insert down.
     customer = models.ForeignKey(
-        Customer, null=True, blank=True, on_delete=models.PROTECT, related_name="feedback"
+        Customer,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="feedback",
+        db_index=False,
     )
     kind = models.CharField(max_length=10, choices=Kind.choices)
     score = models.SmallIntegerField(null=True, blank=True)
@@ -105,8 +112,15 @@ class Feedback(models.Model):
         max_length=10, choices=SentimentLabel.choices, blank=True
     )
     topics = models.ManyToManyField(Topic, through="FeedbackTopic", related_name="feedback")
+    # Indexed only where set (``feedback_primary_topic``): imported rows
+    # arrive without a topic and get it from the analysis.
     primary_topic = models.ForeignKey(
-        Topic, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        Topic,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
     analyzed_at = models.DateTimeField(null=True, blank=True)
     evaluated_at = models.DateTimeField(null=True, blank=True)
@@ -135,6 +149,11 @@ class Feedback(models.Model):
                 fields=["received_at"],
                 name="feedback_unevaluated",
                 condition=Q(evaluated_at__isnull=True),
+            ),
+            models.Index(
+                fields=["primary_topic"],
+                name="feedback_primary_topic",
+                condition=Q(primary_topic__isnull=False),
             ),
         ]
 

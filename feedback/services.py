@@ -4,7 +4,7 @@ stored feedback."""
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from oscm.errors import DomainError
@@ -108,6 +109,29 @@ def feedback_ingest(
     if lost:
         existing.update(_existing_ids(lost))
 
+    result = ingest_result(keys=keys, inputs=inputs, inserted=inserted, existing=existing)
+    logger.info(
+        "feedback batch stored",
+        extra={"created_count": result.created_count, "duplicate_count": result.duplicate_count},
+    )
+    return result
+
+
+def ingest_result(
+    *,
+    keys: Sequence[tuple[str, str]],
+    inputs: Sequence[FeedbackInput],
+    inserted: dict[tuple[str, str], int],
+    existing: dict[tuple[str, str], tuple[int, tuple]],
+) -> IngestResult:
+    """Tell, for each input, its stored id and whether it is new, a
+    duplicate or a conflict.
+
+    ``inserted`` holds the keys this batch stored, ``existing`` the id and
+    content of every other key. The first input of an inserted key is new;
+    a later one with the same content is a duplicate, with other content a
+    conflict, and likewise against stored content.
+    """
     result = IngestResult()
     first_seen: dict[tuple[str, str], tuple] = {}
     for index, (key, item) in enumerate(zip(keys, inputs)):
@@ -126,10 +150,6 @@ def feedback_ingest(
                 "stored with a different kind, score or comment; give this feedback its "
                 "own id (the import command's --id-prefix keeps files apart)."
             )
-    logger.info(
-        "feedback batch stored",
-        extra={"created_count": result.created_count, "duplicate_count": result.duplicate_count},
-    )
     return result
 
 
@@ -153,7 +173,7 @@ def _existing_ids(
     found: dict[tuple[str, str], tuple[int, tuple]] = {}
     for source, external_ids in by_source.items():
         rows = Feedback.objects.filter(
-            source=source, external_id__in=set(external_ids)
+            source=source, external_id__in=_key_list(set(external_ids))
         ).values_list("external_id", "id", "kind", "score", "comment")
         found.update(
             {
@@ -162,6 +182,18 @@ def _existing_ids(
             }
         )
     return found
+
+
+def _key_list(keys: Collection[str]):
+    """Return what ``__in`` should compare with for a batch of text keys.
+
+    On PostgreSQL the keys travel as one array (``= ANY(%s)``) rather than
+    thousands of bind parameters, which psycopg would interpolate and
+    PostgreSQL parse on every batch.
+    """
+    if connection.vendor != "postgresql":
+        return keys
+    return RawSQL("SELECT unnest(%s::text[])", [list(keys)])
 
 
 _CONTACT_FIELDS = ("email", "name", "language", "segment")
@@ -183,9 +215,9 @@ def _customer_ids(items: Sequence[FeedbackInput]) -> dict[str, int]:
 
     stored = {
         row[1]: row
-        for row in Customer.objects.filter(external_id__in=list(details)).values_list(
-            "id", "external_id", *_CONTACT_FIELDS
-        )
+        for row in Customer.objects.filter(
+            external_id__in=_key_list(list(details))
+        ).values_list("id", "external_id", *_CONTACT_FIELDS)
     }
     ids = {external_id: row[0] for external_id, row in stored.items()}
     missing = [key for key in details if key not in stored]

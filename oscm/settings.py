@@ -256,6 +256,12 @@ CELERY_BEAT_SCHEDULE.update(
 
 # How many rows one intake batch analyses, stores and evaluates together.
 OSCM_BATCH_SIZE = env_int("OSCM_BATCH_SIZE", 2000)
+# How many rows the file import stores and evaluates in one transaction on
+# PostgreSQL; larger chunks spread each chunk's fixed queries thinner.
+OSCM_IMPORT_CHUNK_SIZE = env_int("OSCM_IMPORT_CHUNK_SIZE", 10_000)
+# Store those chunks on a second thread while the next one is parsed (on by
+# default; "0" stores them on the importing thread, for profiling).
+OSCM_IMPORT_WRITER_THREAD = env_bool("OSCM_IMPORT_WRITER_THREAD", True)
 # Feedback older than this and still not evaluated is picked up by the sweep.
 OSCM_SWEEP_GRACE_SECONDS = env_int("OSCM_SWEEP_GRACE_SECONDS", 30)
 # An outbox row claimed (state sending) longer ago than this, in seconds, is

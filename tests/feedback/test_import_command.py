@@ -130,6 +130,15 @@ def test_import_map_date_format_delimiter_language(tmp_path):
     assert feedback.occurred_at.isoformat() == "2018-04-11T20:09:00+00:00"
 
 
+def test_import_semicolon_file_without_delimiter_gets_a_hint(tmp_path):
+    path = write(tmp_path, "id;nota;texto\n1;1;entrega atrasada\n")
+    with pytest.raises(CommandError, match="pass --delimiter ';'"):
+        run_import(
+            path, "--source", "review", "--kind", "rating",
+            "--map", "external_id=id", "--map", "score=nota",
+        )
+
+
 def test_import_map_joins_columns(tmp_path):
     path = write(tmp_path, "row,Title,Review Text,Rating\n7,Too small,Runs two sizes small,2\n")
     run_import(

@@ -109,3 +109,15 @@ def test_content_key_stable_for_same_item():
 def test_validate_item_rejects_non_object():
     with pytest.raises(InvalidItem, match="is not an object"):
         validate_item(["nps", 3], now=NOW)
+
+
+def test_comment_longer_than_the_limit_rejected():
+    assert len(valid(comment="x" * 10_000).comment) == 10_000
+    with pytest.raises(InvalidItem, match="comment is 20001 characters long; the maximum is 20000"):
+        valid(comment="x" * 20_001)
+
+
+def test_occurred_before_1970_rejected():
+    assert valid(occurred_at="1970-01-01T00:00:00+00:00").occurred_at.year == 1970
+    with pytest.raises(InvalidItem, match="lies before 1970"):
+        valid(occurred_at="1900-01-01")

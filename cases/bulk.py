@@ -1,0 +1,405 @@
+"""Set-based case evaluation of a chunk stored by the bulk import, on
+PostgreSQL.
+
+``feedback.bulk`` leaves the chunk's new feedback in the temporary table
+``CHUNK_TABLE``. This module matches it against the case rules, opens one
+case per new dedup key, attaches the rest and writes the links and timeline
+events, each step one statement over the whole chunk. Python decides only
+what depends on a handful of values, with the same functions as
+``case_open``: the rule and its reason per (kind, score), the routing per
+touchpoint, the SLA policy and due times per (team, priority), and the
+agent for each new case of a team while agents have free slots. The result
+equals what ``feedback_evaluate`` writes for the same rows, which the tests
+compare.
+
+The rows have no topic yet, because the analysis follows on the workers.
+So cases are keyed on the customer with topic 0 and routed by touchpoint,
+and ``cases.triage`` sets the topic once it is known.
+"""
+
+import logging
+from datetime import datetime
+from types import SimpleNamespace
+
+from django.db import IntegrityError, connection
+
+from feedback.models import Feedback
+
+from .escalation import case_sla_apply
+from .models import Case, CaseEvent, CaseFeedback, CaseRule, RoutingRule, Team
+from .services import (
+    ClaimedFeedback,
+    EvaluationResult,
+    case_assign,
+    case_route,
+    case_rule_match,
+)
+from .workflow import _cases_resume_waiting
+
+logger = logging.getLogger(__name__)
+
+CHUNK_TABLE = "oscm_import_chunk"
+_MATCH_TABLE = "oscm_import_match"
+_OPENED_TABLE = "oscm_import_opened"
+
+# Columns the INSERT of new cases sets from the chunk. Every other column
+# gets its model default.
+_CASE_SET = (
+    "customer_id",
+    "trigger_feedback_id",
+    "team_id",
+    "assignee_id",
+    "state",
+    "priority",
+    "is_open",
+    "dedup_key",
+    "rule_id",
+    "rule_reason",
+    "routing_rule_id",
+    "routing_reason",
+    "assignment_reason",
+    "opened_at",
+    "updated_at",
+    "sla_policy_id",
+    "first_response_due_at",
+    "resolution_due_at",
+)
+
+
+def _active_rules() -> dict[str, list[CaseRule]]:
+    rules: dict[str, list[CaseRule]] = {}
+    for rule in CaseRule.objects.filter(is_active=True).order_by("position", "pk"):
+        rules.setdefault(rule.kind, []).append(rule)
+    return rules
+
+
+def kinds_evaluated_at_intake(rules: dict[str, list[CaseRule]] | None = None) -> set[str]:
+    """Return the kinds whose rules decide on the score alone.
+
+    Their rows are evaluated while they are stored. A kind with a rule that
+    reads the sentiment, and text, waits for the analysis.
+    """
+    rules = _active_rules() if rules is None else rules
+    return {
+        str(kind)
+        for kind in Feedback.Kind.values
+        if kind != Feedback.Kind.TEXT
+        and not any(rule.sentiment_max is not None for rule in rules.get(kind, ()))
+    }
+
+
+def _rule_table(rules: dict[str, list[CaseRule]]) -> list[tuple]:
+    """Return (kind, score or -1, rule id, priority, reason) for every score
+    a case rule matches, worked out by ``case_rule_match`` itself."""
+    table = []
+    for kind in kinds_evaluated_at_intake(rules):
+        kind_rules = rules.get(kind)
+        if not kind_rules:
+            continue
+        low, high = Feedback.SCORE_RANGES[kind]
+        for score in [None, *range(low, high + 1)]:
+            probe = ClaimedFeedback(0, None, kind, score, None, "", None)
+            match = case_rule_match(feedback=probe, rules=kind_rules)
+            if match:
+                table.append(
+                    (kind, -1 if score is None else score, match.rule.pk, match.rule.priority, match.reason)
+                )
+    return table
+
+
+def _columns(rows: list[tuple], count: int) -> list[list]:
+    return [[row[index] for row in rows] for index in range(count)]
+
+
+def cases_open_for_chunk(*, now: datetime) -> EvaluationResult:
+    """Evaluate the rows of ``CHUNK_TABLE`` that carry ``evaluated_at``.
+
+    Must run in the transaction that stored them. Team rows stay locked
+    until it ends, as in ``case_assign``.
+    """
+    rules = _active_rules()
+    quote = connection.ops.quote_name
+    cases = quote(Case._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {_MATCH_TABLE} ("
+            "feedback_id bigint, customer_id bigint, touchpoint text, rule_id bigint, "
+            "priority integer, reason text, dedup_key text COLLATE \"C\", case_id bigint"
+            ") ON COMMIT DELETE ROWS"
+        )
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {_OPENED_TABLE} ("
+            "id bigint, trigger_feedback_id bigint, state text, team_id bigint, "
+            "assignee_id bigint, priority integer, rule_reason text"
+            ") ON COMMIT DELETE ROWS"
+        )
+        cursor.execute(f"SELECT count(*) FROM {CHUNK_TABLE} WHERE evaluated_at IS NOT NULL")
+        evaluated = cursor.fetchone()[0]
+        table = _rule_table(rules)
+        if not evaluated or not table:
+            return EvaluationResult(evaluated=evaluated)
+        kinds, scores, rule_ids, priorities, reasons = _columns(table, 5)
+        cursor.execute(
+            f"INSERT INTO {_MATCH_TABLE} "
+            f"SELECT m.*, c.id FROM ("
+            f"SELECT f.id AS feedback_id, f.customer_id, f.touchpoint, r.rule_id, r.priority, "
+            f"r.reason, CASE WHEN f.customer_id IS NULL THEN 'f' || f.id "
+            f"ELSE 'c' || f.customer_id || ':t0' END AS dedup_key "
+            f"FROM {CHUNK_TABLE} f JOIN unnest(%s::text[], %s::int[], %s::bigint[], "
+            f"%s::int[], %s::text[]) AS r (kind, score, rule_id, priority, reason) "
+            f"ON r.kind = f.kind AND r.score = coalesce(f.score, -1) "
+            f"WHERE f.evaluated_at IS NOT NULL) m "
+            f"LEFT JOIN {cases} c ON c.is_open AND c.dedup_key = m.dedup_key",
+            [kinds, scores, rule_ids, priorities, reasons],
+        )
+        matched = cursor.rowcount
+        if not matched:
+            return EvaluationResult(evaluated=evaluated)
+        opened = _cases_insert(cursor, now=now)
+        attached = matched - len(opened)
+        _links_and_events(cursor, now=now)
+
+    if opened:
+        from .webhooks import case_webhook_payload, webhook_events_emit
+
+        # The cases are only loaded when an endpoint listens.
+        webhook_events_emit(
+            event="case.opened",
+            items=(
+                (case.pk, "opened", case_webhook_payload(case))
+                for case in Case.objects.filter(pk__in=[row[0] for row in opened])
+            ),
+        )
+    assigned = sum(1 for row in opened if row[2] is not None)
+    logger.info(
+        "Evaluated %d imported feedback: %d cases opened (%d assigned), %d attached",
+        evaluated,
+        len(opened),
+        assigned,
+        attached,
+        extra={
+            "feedback_evaluated": evaluated,
+            "cases_opened": len(opened),
+            "cases_assigned": assigned,
+            "feedback_attached": attached,
+        },
+    )
+    return EvaluationResult(evaluated=evaluated, cases_opened=len(opened), attached=attached)
+
+
+_FIRSTS = (
+    f"SELECT DISTINCT ON (dedup_key) * FROM {_MATCH_TABLE} WHERE case_id IS NULL "
+    f"ORDER BY dedup_key, feedback_id"
+)
+
+
+def _cases_insert(cursor, *, now: datetime) -> list[tuple]:
+    """Open a case per dedup key that has none and return (id, team, assignee).
+
+    A key that another transaction opened first is skipped by ``ON
+    CONFLICT`` and its feedback attaches to that case afterwards.
+    """
+    cursor.execute(
+        f"SELECT touchpoint, priority, count(*) FROM ({_FIRSTS}) f GROUP BY 1, 2"
+    )
+    groups = cursor.fetchall()
+    if not groups:
+        return []
+    routes = _routes({touchpoint for touchpoint, _, _ in groups})
+    slas = _due_times(
+        {(routes[touchpoint][0], priority) for touchpoint, priority, _ in groups}, now=now
+    )
+    per_team: dict[int, int] = {}
+    for touchpoint, _, count in groups:
+        team_id = routes[touchpoint][0]
+        per_team[team_id] = per_team.get(team_id, 0) + count
+    assignments = _assignments(per_team, now=now)
+
+    defaults = {
+        field.column: field.get_default()
+        for field in Case._meta.concrete_fields
+        if not field.primary_key and field.attname not in _CASE_SET
+    }
+    quote = connection.ops.quote_name
+    cases = quote(Case._meta.db_table)
+    default_columns = "".join(f", {quote(column)}" for column in defaults)
+    default_values = "".join(", %s" for _ in defaults)
+    route_rows = [(touchpoint, *route) for touchpoint, route in routes.items()]
+    sla_rows = [(*key, *value) for key, value in slas.items()]
+    cursor.execute(
+        f"WITH numbered AS ("
+        f"SELECT f.*, r.team_id, r.routing_rule_id, r.routing_reason, "
+        f"row_number() OVER (PARTITION BY r.team_id ORDER BY f.feedback_id) AS position "
+        f"FROM ({_FIRSTS}) f JOIN unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[]) "
+        f"AS r (touchpoint, team_id, routing_rule_id, routing_reason) "
+        f"ON r.touchpoint = f.touchpoint), "
+        f"inserted AS ("
+        f"INSERT INTO {cases} ({', '.join(_CASE_SET)}{default_columns}) "
+        f"SELECT n.customer_id, n.feedback_id, n.team_id, a.assignee_id, a.state, n.priority, "
+        f"true, n.dedup_key, n.rule_id, n.reason, n.routing_rule_id, n.routing_reason, "
+        f"a.reason, %s, %s, s.policy_id, s.first_response_due_at, s.resolution_due_at"
+        f"{default_values} "
+        f"FROM numbered n JOIN unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], "
+        f"%s::text[]) AS a (team_id, position, assignee_id, state, reason) "
+        f"ON a.team_id = n.team_id AND a.position = n.position "
+        f"LEFT JOIN unnest(%s::bigint[], %s::int[], %s::bigint[], %s::timestamptz[], "
+        f"%s::timestamptz[]) AS s (team_id, priority, policy_id, first_response_due_at, "
+        f"resolution_due_at) ON s.team_id = n.team_id AND s.priority = n.priority "
+        f"ORDER BY n.dedup_key "
+        f'ON CONFLICT ("dedup_key") WHERE "is_open" DO NOTHING '
+        f"RETURNING id, trigger_feedback_id, state, team_id, assignee_id, priority, "
+        f"rule_reason) "
+        f"INSERT INTO {_OPENED_TABLE} SELECT * FROM inserted",
+        [
+            *_columns(route_rows, 4),
+            now,
+            now,
+            *list(defaults.values()),
+            *_columns(assignments, 5),
+            *_columns(sla_rows, 5),
+        ],
+    )
+    cursor.execute(
+        f"SELECT id, team_id, assignee_id FROM {_OPENED_TABLE} ORDER BY trigger_feedback_id"
+    )
+    opened = cursor.fetchall()
+    if sum(count for _, _, count in groups) > len(opened):
+        logger.warning(
+            "Case insert skipped %d dedup keys opened concurrently; attaching instead",
+            sum(count for _, _, count in groups) - len(opened),
+        )
+    return opened
+
+
+def _routes(touchpoints: set[str]) -> dict[str, tuple[int, int | None, str]]:
+    """Route a case without a topic from each touchpoint, as ``case_open`` does."""
+    rules = list(
+        RoutingRule.objects.filter(is_active=True)
+        .select_related("team", "topic")
+        .order_by("position", "pk")
+    )
+    fallback_team = Team.objects.filter(is_fallback=True).first()
+    routes = {}
+    for touchpoint in touchpoints:
+        decision = case_route(
+            topic_id=None, touchpoint=touchpoint, rules=rules, fallback_team=fallback_team
+        )
+        routes[touchpoint] = (
+            decision.team.pk,
+            decision.rule.pk if decision.rule else None,
+            decision.reason,
+        )
+    return routes
+
+
+def _due_times(
+    keys: set[tuple[int, int]], *, now: datetime
+) -> dict[tuple[int, int], tuple]:
+    """Return (policy id, first response due, resolution due) per (team, priority)."""
+    probes = {
+        key: Case(team_id=key[0], priority=key[1], topic_id=None, opened_at=now)
+        for key in keys
+    }
+    case_sla_apply(cases=list(probes.values()), now=now)
+    return {
+        key: (case.sla_policy_id, case.first_response_due_at, case.resolution_due_at)
+        for key, case in probes.items()
+    }
+
+
+def _assignments(per_team: dict[int, int], *, now: datetime) -> list[tuple]:
+    """Return (team, position, assignee, state, reason) for every new case.
+
+    ``case_assign`` hands the agents out in order of position, which is the
+    order of the trigger feedback, as for cases built one by one.
+    """
+    slots = [
+        SimpleNamespace(team_id=team_id, position=position, assignee=None)
+        for team_id, count in sorted(per_team.items())
+        for position in range(1, count + 1)
+    ]
+    case_assign(cases=slots, now=now)
+    return [
+        (
+            slot.team_id,
+            slot.position,
+            slot.assignee.pk if slot.assignee else None,
+            slot.state,
+            slot.assignment_reason,
+        )
+        for slot in slots
+    ]
+
+
+def _links_and_events(cursor, *, now: datetime) -> None:
+    """Link every match to the open case of its key and record the events.
+
+    ``opened`` comes for the new cases, then ``feedback_attached`` for the
+    rest. Waiting cases that got feedback resume.
+    """
+    quote = connection.ops.quote_name
+    cases = quote(Case._meta.db_table)
+    links = quote(CaseFeedback._meta.db_table)
+    events = quote(CaseEvent._meta.db_table)
+    cursor.execute(
+        f"UPDATE {_MATCH_TABLE} m SET case_id = c.id FROM {cases} c "
+        f"WHERE m.case_id IS NULL AND c.is_open AND c.dedup_key = m.dedup_key"
+    )
+    cursor.execute(f"SELECT dedup_key FROM {_MATCH_TABLE} WHERE case_id IS NULL LIMIT 5")
+    missing = [row[0] for row in cursor.fetchall()]
+    if missing:
+        # The case that won the key was closed between the INSERT and now.
+        raise IntegrityError(
+            f"Case insert conflicted on dedup keys {missing}, but no open case "
+            "has them any more. The chunk rolls back; import the file again."
+        )
+
+    cursor.execute(
+        f"INSERT INTO {links} (case_id, feedback_id, attached_at) "
+        f"SELECT case_id, feedback_id, %s FROM {_MATCH_TABLE} ORDER BY feedback_id",
+        [now],
+    )
+
+    event_defaults = {
+        field.column: field.get_default()
+        for field in CaseEvent._meta.concrete_fields
+        if not field.primary_key
+        and field.attname not in ("case_id", "kind", "changes", "body", "created_at")
+    }
+    default_columns = "".join(f", {quote(column)}" for column in event_defaults)
+    default_values = "".join(", %s" for _ in event_defaults)
+    cursor.execute(
+        f"INSERT INTO {events} (case_id, kind, changes, body, created_at{default_columns}) "
+        f"SELECT id, %s, jsonb_build_object("
+        f"'state', jsonb_build_array(NULL, state), 'team', jsonb_build_array(NULL, team_id), "
+        f"'assignee', jsonb_build_array(NULL, assignee_id), "
+        f"'priority', jsonb_build_array(NULL, priority)), rule_reason, %s{default_values} "
+        f"FROM {_OPENED_TABLE} ORDER BY trigger_feedback_id",
+        [CaseEvent.Kind.OPENED, now, *event_defaults.values()],
+    )
+    cursor.execute(
+        f"INSERT INTO {events} (case_id, kind, changes, body, created_at{default_columns}) "
+        f"SELECT m.case_id, %s, jsonb_build_object('feedback', jsonb_build_array(NULL, "
+        f"m.feedback_id)), '', %s{default_values} FROM {_MATCH_TABLE} m "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {_OPENED_TABLE} o "
+        f"WHERE o.trigger_feedback_id = m.feedback_id) ORDER BY m.feedback_id",
+        [CaseEvent.Kind.FEEDBACK_ATTACHED, now, *event_defaults.values()],
+    )
+
+    # Cases of earlier chunks or other writers that got feedback now. The
+    # waiting ones resume, and all of them count as updated.
+    touched = (
+        f"SELECT DISTINCT m.case_id FROM {_MATCH_TABLE} m "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {_OPENED_TABLE} o WHERE o.id = m.case_id)"
+    )
+    cursor.execute(
+        f"SELECT c.id FROM {cases} c WHERE c.id IN ({touched}) AND c.state = %s",
+        [Case.State.WAITING],
+    )
+    waiting = {row[0] for row in cursor.fetchall()}
+    resumed = _cases_resume_waiting(case_ids=waiting, now=now)
+    cursor.execute(
+        f"UPDATE {cases} SET updated_at = %s WHERE id IN ({touched})", [now]
+    )
+    if resumed:
+        CaseEvent.objects.bulk_create(resumed)

@@ -1,0 +1,230 @@
+"""Storing imported feedback in chunks on PostgreSQL, cases included.
+
+The new rows of a chunk get their ids from the feedback sequence in one
+statement. Then COPY writes them into the feedback table in batches, with
+no staging table and no per-row conflict check. Rollups, case rules, cases, links and events follow as a fixed
+number of set-based statements over the chunk, in the same transaction
+(``cases.bulk.cases_open_for_chunk``). So ``evaluated_at`` is written with
+the row instead of by a later UPDATE, and the cases are open when the chunk
+commits. The statements release the interpreter while PostgreSQL works,
+so the importer parses the next chunk on another thread meanwhile.
+
+Text analysis (language, sentiment, topics) is left to
+``feedback_analyze_task`` on the workers, queued when the chunk commits.
+Until then the rows have no topic, so their cases are keyed and routed
+without one, and ``cases.triage`` completes them after the analysis. Rows
+of a kind whose case rules read the sentiment wait for it unevaluated.
+
+Duplicates and conflicts (a reused id with other content) are told apart
+exactly as in ``feedback_ingest``. Should another writer store one of the
+chunk's keys between the check and the COPY, the COPY fails on the unique
+index and the chunk's rows go in with ``ON CONFLICT DO NOTHING`` instead.
+"""
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from functools import partial
+
+from django.db import IntegrityError, connection, transaction
+
+from cases.bulk import CHUNK_TABLE, cases_open_for_chunk, kinds_evaluated_at_intake
+from cases.services import EvaluationResult
+
+from . import pgcopy
+from .intake import FeedbackInput
+from .models import Feedback, MetricRollup
+from .services import IngestResult, _customer_ids, _existing_ids, ingest_result
+
+logger = logging.getLogger(__name__)
+
+_FEEDBACK_COLUMNS = (
+    "id",
+    "customer_id",
+    "kind",
+    "score",
+    "comment",
+    "source",
+    "touchpoint",
+    "product",
+    "language",
+    "occurred_at",
+    "received_at",
+    "external_id",
+    "raw",
+    "sentiment_label",
+    "evaluated_at",
+)
+_CHUNK_COLUMNS = (
+    "id",
+    "customer_id",
+    "kind",
+    "score",
+    "source",
+    "touchpoint",
+    "occurred_at",
+    "evaluated_at",
+)
+_RAW_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
+def feedback_store_chunk(
+    *, inputs: Sequence[FeedbackInput], now: datetime
+) -> tuple[IngestResult, EvaluationResult]:
+    """Store a chunk of validated feedback, open its cases and queue its analysis.
+
+    Returns the intake result (ids, duplicates, conflicts, in input order)
+    and what the evaluation did. Runs in one transaction, with the same
+    number of statements whatever the chunk's size.
+    """
+    if not inputs:
+        return IngestResult(), EvaluationResult()
+    keys = [(item.source, item.external_id) for item in inputs]
+    fresh: dict[tuple[str, str], FeedbackInput] = {}
+    with transaction.atomic():
+        existing = _existing_ids(keys)
+        for key, item in zip(keys, inputs):
+            if key not in existing and key not in fresh:
+                fresh[key] = item
+        new_items = list(fresh.values())
+        customer_ids = _customer_ids(new_items)
+        with connection.cursor() as cursor:
+            _tables_ensure(cursor)
+            inserted = _feedback_insert(cursor, new_items, customer_ids, now=now)
+            _rollups_add(cursor)
+        evaluation = cases_open_for_chunk(now=now)
+        if inserted:
+            _queue_analysis(sorted(inserted.values()))
+
+    lost = [key for key in fresh if key not in inserted]
+    if lost:
+        existing.update(_existing_ids(lost))
+    result = ingest_result(keys=keys, inputs=inputs, inserted=inserted, existing=existing)
+    return result, evaluation
+
+
+def _queue_analysis(feedback_ids: list[int]) -> None:
+    from .tasks import feedback_analyze_task
+
+    transaction.on_commit(partial(feedback_analyze_task.delay, feedback_ids))
+
+
+def _tables_ensure(cursor) -> None:
+    """Create this session's temporary table once, which each commit empties."""
+    cursor.execute(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {CHUNK_TABLE} ("
+        "id bigint, customer_id bigint, kind text, score smallint, source text, "
+        "touchpoint text, occurred_at timestamptz, evaluated_at timestamptz"
+        ") ON COMMIT DELETE ROWS"
+    )
+
+
+def _feedback_insert(
+    cursor,
+    items: list[FeedbackInput],
+    customer_ids: dict[str, int],
+    *,
+    now: datetime,
+) -> dict[tuple[str, str], int]:
+    """Write the new rows to the feedback table and return their ids by key.
+
+    Ids come from the table's sequence in one statement and the rows go in
+    by COPY, which writes them in batches: no staging table and no
+    per-row conflict check, because the keys were checked just before. The
+    rows the rollups and the evaluation read are COPY'd to ``CHUNK_TABLE``
+    too. Rows of kinds evaluated at intake carry ``evaluated_at``.
+    """
+    if not items:
+        return {}
+    table = Feedback._meta.db_table
+    cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
+    sequence = cursor.fetchone()[0]
+    cursor.execute(
+        "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [sequence, len(items)]
+    )
+    ids = [row[0] for row in cursor.fetchall()]
+    evaluated_kinds = kinds_evaluated_at_intake()
+    encode = _RAW_ENCODER.encode
+    rows = []
+    for pk, item in zip(ids, items):
+        customer_id = customer_ids.get(item.customer)
+        evaluated_at = now if item.kind in evaluated_kinds else None
+        rows.append(
+            (
+                pk,
+                customer_id,
+                item.kind,
+                item.score,
+                item.comment,
+                item.source,
+                item.touchpoint,
+                item.product,
+                item.language,
+                item.occurred_at,
+                now,
+                item.external_id,
+                encode(item.raw),
+                "",
+                evaluated_at,
+            )
+        )
+    try:
+        # The wrapper turns psycopg's unique violation into Django's
+        # IntegrityError, which the savepoint below catches.
+        with transaction.atomic(), connection.wrap_database_errors:
+            pgcopy.copy_rows(table, _FEEDBACK_COLUMNS, rows)
+    except IntegrityError:
+        # Another writer stored one of these keys after the check above, so
+        # the rows that are still new go in with ON CONFLICT DO NOTHING.
+        logger.warning(
+            "Feedback COPY failed on a key stored concurrently; inserting with ON CONFLICT",
+            extra={"feedback_count": len(rows)},
+        )
+        returned = pgcopy.copy_insert(
+            table,
+            _FEEDBACK_COLUMNS,
+            rows,
+            on_conflict="(source, external_id) DO NOTHING",
+            returning="id",
+        )
+        inserted_ids = {row[0] for row in returned}
+        pairs = [(item, pk) for pk, item in zip(ids, items) if pk in inserted_ids]
+        ids = [pk for _, pk in pairs]
+    else:
+        pairs = list(zip(items, ids))
+    columns = ", ".join(_CHUNK_COLUMNS)
+    if ids and ids[-1] - ids[0] + 1 == len(ids):
+        # No other writer took an id in between, so a range finds the rows
+        # with one index scan instead of one look-up per id.
+        rows_of_chunk, params = "id BETWEEN %s AND %s", [ids[0], ids[-1]]
+    else:
+        rows_of_chunk, params = "id = ANY(%s::bigint[])", [ids]
+    cursor.execute(
+        f"INSERT INTO {CHUNK_TABLE} ({columns}) SELECT {columns} "
+        f"FROM {connection.ops.quote_name(table)} WHERE {rows_of_chunk}",
+        params,
+    )
+    return {(item.source, item.external_id): pk for item, pk in pairs}
+
+
+def _rollups_add(cursor) -> None:
+    """Add the new scored rows to their all-topics rollup rows.
+
+    Topic rows follow with the analysis. Keys are written in sorted order,
+    as ``rollup_record`` writes them, so two writers lock shared rows in the
+    same order instead of waiting on each other.
+    """
+    quote = connection.ops.quote_name
+    table = quote(MetricRollup._meta.db_table)
+    cursor.execute(
+        f"INSERT INTO {table} (day, kind, source, touchpoint, topic_key, score, count) "
+        f"SELECT day, kind, source, touchpoint, 0, score, count(*) FROM ("
+        f"SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, kind COLLATE \"C\" AS kind, "
+        f"source COLLATE \"C\" AS source, touchpoint COLLATE \"C\" AS touchpoint, score "
+        f"FROM {CHUNK_TABLE} WHERE score IS NOT NULL) f "
+        f"GROUP BY day, kind, source, touchpoint, score "
+        f"ORDER BY day, kind, source, touchpoint, score "
+        f"ON CONFLICT (kind, day, source, touchpoint, topic_key, score) "
+        f"DO UPDATE SET count = {table}.count + EXCLUDED.count"
+    )

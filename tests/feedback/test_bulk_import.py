@@ -1,0 +1,275 @@
+"""The PostgreSQL import path: feedback by COPY and cases in SQL.
+
+The central check stores one file through ``feedback_store_chunk`` and the
+same rows through the task path (``feedback_evaluate``), chunk by chunk,
+and compares the cases, links and events they write.
+"""
+
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from cases.models import Case, CaseEvent, CaseFeedback, SlaPolicy, TeamMember
+from cases.services import feedback_evaluate
+from feedback import bulk
+from feedback.intake import validate_item
+from feedback.models import Customer, Feedback, MetricRollup
+from tests.cases.factories import TeamMemberFactory, UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("the bulk import path runs on PostgreSQL only")
+
+
+@pytest.fixture
+def no_analysis(monkeypatch):
+    """Keep the rows unanalysed, as they are until a worker takes them."""
+    queued = []
+    monkeypatch.setattr(bulk, "_queue_analysis", queued.extend)
+    return queued
+
+
+def _items(rows: list[dict], *, kind: str = "nps", source: str = "survey"):
+    now = timezone.now()
+    defaults = {"kind": kind, "source": source, "language": ""}
+    return [validate_item(row, defaults=defaults, now=now) for row in rows]
+
+
+def _rows(count: int) -> list[dict]:
+    """NPS answers from a few customers over several touchpoints, so that
+    cases open, feedback attaches and teams fill up."""
+    touchpoints = ["delivery", "website", "app", "checkout", "product", ""]
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    return [
+        {
+            "external_id": f"r{number}",
+            "customer": f"c{number % 9}" if number % 11 else "",
+            "email": f"c{number % 9}@example.test" if number % 11 else "",
+            "score": str(number % 11),
+            "comment": f"answer {number}",
+            "touchpoint": touchpoints[number % len(touchpoints)],
+            "occurred_at": (start + timedelta(hours=number * 7)).isoformat(),
+        }
+        for number in range(count)
+    ]
+
+
+def _agents() -> None:
+    from cases.models import Team
+
+    for team in Team.objects.order_by("pk"):
+        for number in range(2):
+            TeamMemberFactory(
+                team=team,
+                user=UserFactory(username=f"{team.name}-{number}"),
+                max_open_cases=3,
+            )
+
+
+def _snapshot() -> dict:
+    """Cases, links and events with database ids replaced by external ids."""
+    external = dict(Feedback.objects.values_list("pk", "external_id"))
+    cases = {}
+    for case in Case.objects.select_related("team", "assignee", "rule", "sla_policy"):
+        cases[case.pk] = (
+            external[case.trigger_feedback_id],
+            case.customer_id and Customer.objects.get(pk=case.customer_id).external_id,
+            case.dedup_key.startswith("f"),
+            case.team.name,
+            case.assignee.username if case.assignee else None,
+            case.state,
+            case.priority,
+            case.rule.name,
+            case.rule_reason,
+            case.routing_rule_id,
+            case.routing_reason,
+            case.assignment_reason,
+            case.sla_policy.name if case.sla_policy else None,
+            # Due times run in business hours from the opening time, which
+            # differs between the two runs; the policy decides them.
+            case.first_response_due_at is not None,
+            case.resolution_due_at is not None,
+        )
+    links = sorted(
+        (cases[case_id][0], external[feedback_id])
+        for case_id, feedback_id in CaseFeedback.objects.values_list("case_id", "feedback_id")
+    )
+    events = sorted(
+        (cases[event.case_id][0], event.kind, _changes(event.changes, external), event.body)
+        for event in CaseEvent.objects.all()
+    )
+    return {"cases": sorted(cases.values(), key=str), "links": links, "events": events}
+
+
+def _changes(changes: dict, external: dict) -> str:
+    if "feedback" in changes:
+        return f"feedback {external[changes['feedback'][1]]}"
+    return repr(sorted(changes.items()))
+
+
+def _evaluation_reset() -> None:
+    CaseEvent.objects.all().delete()
+    CaseFeedback.objects.all().delete()
+    Case.objects.all().delete()
+    Feedback.objects.update(evaluated_at=None)
+    TeamMember.objects.update(last_assigned_at=None)
+
+
+def test_bulk_path_writes_what_the_task_path_writes(no_analysis):
+    _agents()
+    rows = _rows(120)
+    chunks = [_items(rows[start : start + 25]) for start in range(0, len(rows), 25)]
+    for chunk in chunks:
+        bulk.feedback_store_chunk(inputs=chunk, now=timezone.now())
+    by_sql = _snapshot()
+    assert by_sql["cases"], "the rows should open cases"
+    assert any(event[1] == CaseEvent.Kind.FEEDBACK_ATTACHED for event in by_sql["events"])
+    assert any(case[4] is None for case in by_sql["cases"]), "some team should fill up"
+
+    _evaluation_reset()
+    for chunk in chunks:
+        ids = list(
+            Feedback.objects.filter(
+                external_id__in=[item.external_id for item in chunk]
+            ).values_list("pk", flat=True)
+        )
+        feedback_evaluate(feedback_ids=ids)
+    by_task = _snapshot()
+    for part in ("cases", "links", "events"):
+        assert len(by_task[part]) == len(by_sql[part]), part
+        for task_row, sql_row in zip(by_task[part], by_sql[part]):
+            assert task_row == sql_row, part
+
+
+def test_bulk_rows_carry_evaluation_and_no_analysis(no_analysis):
+    result, evaluation = bulk.feedback_store_chunk(
+        inputs=_items(_rows(30)), now=timezone.now()
+    )
+    assert result.created_count == 30
+    assert evaluation.evaluated == 30
+    assert not Feedback.objects.filter(evaluated_at__isnull=True).exists()
+    assert not Feedback.objects.filter(analyzed_at__isnull=False).exists()
+    assert sorted(no_analysis) == sorted(result.ids)
+    # Only the all-topics rollups are counted before the analysis.
+    assert set(MetricRollup.objects.values_list("topic_key", flat=True)) == {0}
+    assert sum(MetricRollup.objects.values_list("count", flat=True)) == 30
+
+
+def test_text_rows_wait_for_their_analysis(no_analysis):
+    items = _items(
+        [{"external_id": "t1", "customer": "c1", "comment": "awful, broken, never again"}],
+        kind="text",
+        source="social",
+    )
+    _, evaluation = bulk.feedback_store_chunk(inputs=items, now=timezone.now())
+    assert evaluation.evaluated == 0
+    assert Feedback.objects.get().evaluated_at is None
+    assert not Case.objects.exists()
+
+
+def test_rows_stored_meanwhile_are_duplicates_not_errors(no_analysis, monkeypatch):
+    items = _items(_rows(10))
+    bulk.feedback_store_chunk(inputs=items[:4], now=timezone.now())
+    # As if another writer stored the first four between the duplicate
+    # check and the COPY: the check finds nothing, the COPY conflicts.
+    real_check = bulk._existing_ids
+    checks = []
+
+    def blind_first_check(keys):
+        checks.append(keys)
+        return {} if len(checks) == 1 else real_check(keys)
+
+    monkeypatch.setattr(bulk, "_existing_ids", blind_first_check)
+    result, _ = bulk.feedback_store_chunk(inputs=items, now=timezone.now())
+    assert result.created == [False] * 4 + [True] * 6
+    assert Feedback.objects.count() == 10
+    assert sum(MetricRollup.objects.values_list("count", flat=True)) == 10
+    assert CaseFeedback.objects.count() == CaseFeedback.objects.values("feedback").distinct().count()
+
+
+def test_bulk_feedback_attaches_to_open_case_and_resumes_it(no_analysis):
+    first = _items([{"external_id": "a", "customer": "c1", "score": "2"}])
+    bulk.feedback_store_chunk(inputs=first, now=timezone.now())
+    case = Case.objects.get()
+    Case.objects.filter(pk=case.pk).update(state=Case.State.WAITING)
+
+    later = _items([{"external_id": "b", "customer": "c1", "score": "1"}])
+    _, evaluation = bulk.feedback_store_chunk(inputs=later, now=timezone.now())
+
+    assert evaluation.cases_opened == 0 and evaluation.attached == 1
+    case.refresh_from_db()
+    assert case.state == Case.State.IN_PROGRESS
+    assert case.feedback.count() == 2
+    kinds = list(case.events.order_by("pk").values_list("kind", flat=True))
+    assert kinds == [
+        CaseEvent.Kind.OPENED,
+        CaseEvent.Kind.FEEDBACK_ATTACHED,
+        CaseEvent.Kind.STATE_CHANGED,
+    ]
+
+
+def test_bulk_cases_get_sla_due_times():
+    policy = SlaPolicy.objects.filter(is_active=True).order_by("position").first()
+    if policy is None:
+        pytest.skip("no SLA policy is seeded")
+    items = _items([{"external_id": "s1", "customer": "c1", "score": "0"}])
+    bulk.feedback_store_chunk(inputs=items, now=timezone.now())
+    case = Case.objects.get()
+    assert case.sla_policy_id is not None
+    assert case.resolution_due_at > case.opened_at
+
+
+def _write(tmp_path: Path, rows: list[dict]) -> Path:
+    import csv
+
+    path = tmp_path / "answers.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_import_command_in_chunks_on_a_writer_thread(tmp_path):
+    path = _write(tmp_path, _rows(60))
+    out = StringIO()
+    call_command(
+        "import_feedback", str(path), "--source", "survey", "--kind", "nps",
+        "--batch-size", "7", "--no-progress", stdout=out, stderr=StringIO(),
+    )
+    assert out.getvalue().strip().endswith("imported 60, duplicates 0, rejected 0")
+    # The eager analysis task ran after each chunk committed.
+    assert not Feedback.objects.filter(analyzed_at__isnull=True).exists()
+    assert Case.objects.exists()
+
+
+def test_writer_thread_error_stops_the_import(tmp_path, monkeypatch):
+    from feedback import importer
+
+    calls = []
+
+    def failing(*, inputs, now):
+        calls.append(len(inputs))
+        if len(calls) == 2:
+            raise RuntimeError("database went away")
+        return original(inputs=inputs, now=now)
+
+    original = importer.feedback_store_chunk
+    monkeypatch.setattr(importer, "feedback_store_chunk", failing)
+    path = _write(tmp_path, _rows(40))
+    with pytest.raises(RuntimeError, match="database went away"):
+        call_command(
+            "import_feedback", str(path), "--source", "survey", "--kind", "nps",
+            "--batch-size", "10", "--no-progress", stdout=StringIO(), stderr=StringIO(),
+        )
+    # The chunk stored before the failure stays; nothing after it.
+    assert Feedback.objects.count() == 10
