@@ -162,14 +162,13 @@ def cases_open_for_chunk(*, now: datetime) -> EvaluationResult:
     if opened:
         from .webhooks import case_webhook_payload, webhook_events_emit
 
-        # The cases are only loaded when an endpoint listens.
-        webhook_events_emit(
-            event="case.opened",
-            items=(
-                (case.pk, "opened", case_webhook_payload(case))
-                for case in Case.objects.filter(pk__in=[row[0] for row in opened])
-            ),
-        )
+        def payloads():
+            # A generator function, so the cases are only loaded when an
+            # endpoint listens and the emit starts reading.
+            for case in Case.objects.filter(pk__in=[row[0] for row in opened]):
+                yield case.pk, "opened", case_webhook_payload(case)
+
+        webhook_events_emit(event="case.opened", items=payloads())
     assigned = sum(1 for row in opened if row[2] is not None)
     logger.info(
         "Evaluated %d imported feedback: %d cases opened (%d assigned), %d attached",

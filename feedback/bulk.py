@@ -16,9 +16,10 @@ without one, and ``cases.triage`` completes them after the analysis. Rows
 of a kind whose case rules read the sentiment wait for it unevaluated.
 
 Duplicates and conflicts (a reused id with other content) are told apart
-exactly as in ``feedback_ingest``. Should another writer store one of the
-chunk's keys between the check and the COPY, the COPY fails on the unique
-index and the chunk's rows go in with ``ON CONFLICT DO NOTHING`` instead.
+exactly as in ``feedback_ingest``. The keys are not looked up first: a new
+file has none stored, and when some are (a file imported again, or another
+writer), the COPY fails on the unique index and the chunk's rows go in
+with ``ON CONFLICT DO NOTHING`` instead.
 """
 
 import json
@@ -56,6 +57,24 @@ _FEEDBACK_COLUMNS = (
     "sentiment_label",
     "evaluated_at",
 )
+# The PostgreSQL types of those columns, for the binary COPY.
+_FEEDBACK_TYPES = (
+    "int8",
+    "int8",
+    "text",
+    "int2",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "jsonb",
+    "text",
+    "timestamptz",
+)
 _CHUNK_COLUMNS = (
     "id",
     "customer_id",
@@ -82,11 +101,11 @@ def feedback_store_chunk(
         return IngestResult(), EvaluationResult()
     keys = [(item.source, item.external_id) for item in inputs]
     fresh: dict[tuple[str, str], FeedbackInput] = {}
+    for key, item in zip(keys, inputs):
+        fresh.setdefault(key, item)
     with transaction.atomic():
-        existing = _existing_ids(keys)
-        for key, item in zip(keys, inputs):
-            if key not in existing and key not in fresh:
-                fresh[key] = item
+        # No look-up first: a new file has no stored keys, and the COPY
+        # below falls back to ON CONFLICT when some turn out to be stored.
         new_items = list(fresh.values())
         customer_ids = _customer_ids(new_items)
         with connection.cursor() as cursor:
@@ -97,9 +116,8 @@ def feedback_store_chunk(
         if inserted:
             _queue_analysis(sorted(inserted.values()))
 
-    lost = [key for key in fresh if key not in inserted]
-    if lost:
-        existing.update(_existing_ids(lost))
+    stored = [key for key in fresh if key not in inserted]
+    existing = _existing_ids(stored) if stored else {}
     result = ingest_result(keys=keys, inputs=inputs, inserted=inserted, existing=existing)
     return result, evaluation
 
@@ -131,7 +149,7 @@ def _feedback_insert(
 
     Ids come from the table's sequence in one statement and the rows go in
     by COPY, which writes them in batches: no staging table and no
-    per-row conflict check, because the keys were checked just before. The
+    per-row conflict check. The
     rows the rollups and the evaluation read are COPY'd to ``CHUNK_TABLE``
     too. Rows of kinds evaluated at intake carry ``evaluated_at``.
     """
@@ -164,7 +182,7 @@ def _feedback_insert(
                 item.occurred_at,
                 now,
                 item.external_id,
-                encode(item.raw),
+                pgcopy.json_encoded(encode(item.raw)),
                 "",
                 evaluated_at,
             )
@@ -173,12 +191,12 @@ def _feedback_insert(
         # The wrapper turns psycopg's unique violation into Django's
         # IntegrityError, which the savepoint below catches.
         with transaction.atomic(), connection.wrap_database_errors:
-            pgcopy.copy_rows(table, _FEEDBACK_COLUMNS, rows)
+            pgcopy.copy_rows(table, _FEEDBACK_COLUMNS, rows, binary_types=_FEEDBACK_TYPES)
     except IntegrityError:
-        # Another writer stored one of these keys after the check above, so
-        # the rows that are still new go in with ON CONFLICT DO NOTHING.
-        logger.warning(
-            "Feedback COPY failed on a key stored concurrently; inserting with ON CONFLICT",
+        # Some keys are stored already (a file imported again, or another
+        # writer), so the new rows go in with ON CONFLICT DO NOTHING.
+        logger.info(
+            "Feedback COPY found stored keys; inserting the chunk with ON CONFLICT",
             extra={"feedback_count": len(rows)},
         )
         returned = pgcopy.copy_insert(

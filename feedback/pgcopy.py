@@ -17,17 +17,44 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import connection, models
+from psycopg.types.json import Jsonb
 from django.db.models.fields import AutoFieldMixin
 
 
-def copy_rows(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """COPY rows into a table; a conflict raises, as a plain INSERT would."""
+def copy_rows(
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence],
+    *,
+    binary_types: Sequence[str] = (),
+) -> None:
+    """COPY rows into a table; a conflict raises, as a plain INSERT would.
+
+    With ``binary_types`` (PostgreSQL type names such as ``int8`` or
+    ``timestamptz``, one per column) the rows travel in the binary format,
+    which both psycopg and the server convert faster than text. The types
+    must be the columns' own: binary input is not cast.
+    """
     quote = connection.ops.quote_name
     column_list = ", ".join(quote(column) for column in columns)
     statement = f"COPY {quote(table)} ({column_list}) FROM STDIN"
+    if binary_types:
+        statement += " (FORMAT BINARY)"
     with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        if binary_types:
+            copy.set_types(list(binary_types))
+        write = copy.write_row
         for row in rows:
-            copy.write_row(row)
+            write(row)
+
+
+def json_encoded(text: str) -> Jsonb:
+    """Wrap JSON text that is already encoded for a jsonb column of COPY."""
+    return Jsonb(text, dumps=_as_is)
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 def copy_model_rows(

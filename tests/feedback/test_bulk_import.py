@@ -176,24 +176,28 @@ def test_text_rows_wait_for_their_analysis(no_analysis):
     assert not Case.objects.exists()
 
 
-def test_rows_stored_meanwhile_are_duplicates_not_errors(no_analysis, monkeypatch):
+def test_chunk_with_stored_rows_counts_duplicates(no_analysis):
     items = _items(_rows(10))
     bulk.feedback_store_chunk(inputs=items[:4], now=timezone.now())
-    # As if another writer stored the first four between the duplicate
-    # check and the COPY: the check finds nothing, the COPY conflicts.
-    real_check = bulk._existing_ids
-    checks = []
-
-    def blind_first_check(keys):
-        checks.append(keys)
-        return {} if len(checks) == 1 else real_check(keys)
-
-    monkeypatch.setattr(bulk, "_existing_ids", blind_first_check)
+    # The COPY of all ten fails on the four stored keys, and the chunk goes
+    # in again with ON CONFLICT.
     result, _ = bulk.feedback_store_chunk(inputs=items, now=timezone.now())
     assert result.created == [False] * 4 + [True] * 6
+    assert result.duplicate_count == 4
     assert Feedback.objects.count() == 10
     assert sum(MetricRollup.objects.values_list("count", flat=True)) == 10
-    assert CaseFeedback.objects.count() == CaseFeedback.objects.values("feedback").distinct().count()
+    links = CaseFeedback.objects.count()
+    assert links == CaseFeedback.objects.values("feedback").distinct().count()
+
+
+def test_chunk_with_reused_id_reports_conflict(no_analysis):
+    bulk.feedback_store_chunk(inputs=_items(_rows(3)), now=timezone.now())
+    changed = _rows(3)
+    changed[1]["score"] = "9"
+    result, _ = bulk.feedback_store_chunk(inputs=_items(changed), now=timezone.now())
+    assert result.created == [False, False, False]
+    assert list(result.conflicts) == [1]
+    assert "already stored with a different kind, score or comment" in result.conflicts[1]
 
 
 def test_bulk_feedback_attaches_to_open_case_and_resumes_it(no_analysis):
@@ -273,3 +277,33 @@ def test_writer_thread_error_stops_the_import(tmp_path, monkeypatch):
         )
     # The chunk stored before the failure stays; nothing after it.
     assert Feedback.objects.count() == 10
+
+
+def test_bulk_cases_queue_case_opened_webhooks(no_analysis):
+    from cases.models import OutboxMessage, WebhookEndpoint
+
+    WebhookEndpoint.objects.create(
+        name="chat", url="http://127.0.0.1:9/hook", secret="s", events=["case.opened"]
+    )
+    items = _items(
+        [
+            {"external_id": "w1", "customer": "c1", "score": "1"},
+            {"external_id": "w2", "customer": "c2", "score": "2"},
+        ]
+    )
+    bulk.feedback_store_chunk(inputs=items, now=timezone.now())
+
+    messages = OutboxMessage.objects.filter(channel=OutboxMessage.Channel.WEBHOOK)
+    opened = {message.payload["body"]["data"]["id"] for message in messages}
+    assert opened == set(Case.objects.values_list("pk", flat=True))
+    assert len(opened) == 2
+
+
+def test_bulk_cases_load_nothing_without_webhooks(no_analysis):
+    from django.test.utils import CaptureQueriesContext
+
+    items = _items([{"external_id": "q1", "customer": "c1", "score": "1"}])
+    with CaptureQueriesContext(connection) as queries:
+        bulk.feedback_store_chunk(inputs=items, now=timezone.now())
+    loads = [query for query in queries if 'SELECT "cases_case"."id"' in query["sql"]]
+    assert loads == []
