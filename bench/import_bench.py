@@ -365,7 +365,7 @@ def main() -> None:
     files = make_files(rows=args.rows, data=args.data)
     os.environ["CELERY_BROKER_URL"] = args.broker
     if args.profile:
-        os.environ["OSCM_IMPORT_WRITER_THREAD"] = "0"
+        os.environ["OSCM_IMPORT_WRITERS"] = "0"
     redis.Redis.from_url(args.broker).flushdb()
     benchdb.setup_django(args.database_url)
     from django.conf import settings
@@ -375,7 +375,7 @@ def main() -> None:
         add_agents()
         print("\n".join(benchdb.machine_summary()))
         print(f"chunk size {settings.OSCM_IMPORT_CHUNK_SIZE}, "
-              f"writer thread: {settings.OSCM_IMPORT_WRITER_THREAD}, "
+              f"writer threads: {settings.OSCM_IMPORT_WRITERS}, "
               f"eager tasks: {settings.CELERY_TASK_ALWAYS_EAGER}")
         print(f"import_feedback of {args.rows:,} rows:")
         profile = cProfile.Profile() if args.profile else None

@@ -28,7 +28,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 
-from django.db import IntegrityError, connection, transaction
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, connection, transaction
+from psycopg.errors import DeadlockDetected, SerializationFailure
 
 from cases.bulk import CHUNK_TABLE, cases_open_for_chunk, kinds_evaluated_at_intake
 from cases.services import EvaluationResult
@@ -94,8 +96,11 @@ def feedback_store_chunk(
     """Store a chunk of validated feedback, open its cases and queue its analysis.
 
     Returns the intake result (ids, duplicates, conflicts, in input order)
-    and what the evaluation did. Runs in one transaction, with the same
-    number of statements whatever the chunk's size.
+    and what the evaluation did. The chunk's new customers commit first in
+    a short transaction of their own, so a second writer waits on them only
+    briefly. The rest is one transaction with the same number of statements
+    whatever the chunk's size, retried when PostgreSQL ends it to break a
+    deadlock with another writer.
     """
     if not inputs:
         return IngestResult(), EvaluationResult()
@@ -103,29 +108,64 @@ def feedback_store_chunk(
     fresh: dict[tuple[str, str], FeedbackInput] = {}
     for key, item in zip(keys, inputs):
         fresh.setdefault(key, item)
+    new_items = list(fresh.values())
     with transaction.atomic():
-        # No look-up first: a new file has no stored keys, and the COPY
-        # below falls back to ON CONFLICT when some turn out to be stored.
-        new_items = list(fresh.values())
         customer_ids = _customer_ids(new_items)
-        with connection.cursor() as cursor:
-            _tables_ensure(cursor)
-            inserted = _feedback_insert(cursor, new_items, customer_ids, now=now)
-            _rollups_add(cursor)
-        evaluation = cases_open_for_chunk(now=now)
-        if inserted:
-            _queue_analysis(sorted(inserted.values()))
 
+    attempt = 1
+    while True:
+        try:
+            inserted, evaluation = _chunk_write(new_items, customer_ids, now=now)
+            break
+        except OperationalError as error:
+            if attempt >= _ATTEMPTS or connection.in_atomic_block or not _lock_conflict(error):
+                raise
+            logger.warning(
+                "Chunk of %d feedback rolled back by a lock conflict (%s); storing it again",
+                len(new_items),
+                error.__cause__.__class__.__name__,
+                extra={"feedback_count": len(new_items), "attempt": attempt},
+            )
+            attempt += 1
+
+    # No look-up came first: a new file has no stored keys, and the COPY
+    # falls back to ON CONFLICT when some turn out to be stored.
     stored = [key for key in fresh if key not in inserted]
     existing = _existing_ids(stored) if stored else {}
     result = ingest_result(keys=keys, inputs=inputs, inserted=inserted, existing=existing)
     return result, evaluation
 
 
+_ATTEMPTS = 3
+
+
+def _lock_conflict(error: OperationalError) -> bool:
+    return isinstance(error.__cause__, (DeadlockDetected, SerializationFailure))
+
+
+def _chunk_write(
+    items: list[FeedbackInput], customer_ids: dict[str, int], *, now: datetime
+) -> tuple[dict[tuple[str, str], int], EvaluationResult]:
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            _tables_ensure(cursor)
+            inserted = _feedback_insert(cursor, items, customer_ids, now=now)
+            _rollups_add(cursor)
+        evaluation = cases_open_for_chunk(now=now)
+        if inserted:
+            _queue_analysis(sorted(inserted.values()))
+    return inserted, evaluation
+
+
 def _queue_analysis(feedback_ids: list[int]) -> None:
+    """Queue the analysis in tasks of ``OSCM_BATCH_SIZE`` ids, so that
+    several workers share a chunk."""
     from .tasks import feedback_analyze_task
 
-    transaction.on_commit(partial(feedback_analyze_task.delay, feedback_ids))
+    size = settings.OSCM_BATCH_SIZE
+    for start in range(0, len(feedback_ids), size):
+        batch = feedback_ids[start : start + size]
+        transaction.on_commit(partial(feedback_analyze_task.delay, batch))
 
 
 def _tables_ensure(cursor) -> None:

@@ -226,9 +226,9 @@ def _store_for(*, bulk: bool) -> "_SerialStore":
     def store(inputs: list[FeedbackInput]) -> IngestResult:
         return feedback_store_chunk(inputs=inputs, now=timezone.now())[0]
 
-    if connection.in_atomic_block or not settings.OSCM_IMPORT_WRITER_THREAD:
+    if connection.in_atomic_block or settings.OSCM_IMPORT_WRITERS < 1:
         return _SerialStore(store)
-    return _ThreadStore(store)
+    return _ThreadStore(store, writers=settings.OSCM_IMPORT_WRITERS)
 
 
 class _SerialStore:
@@ -256,31 +256,39 @@ _SWITCH_INTERVAL = 0.0002
 
 
 class _ThreadStore(_SerialStore):
-    """Stores batches on a writer thread, at most two waiting.
+    """Stores batches on writer threads, each with its own connection.
 
-    An error on the writer thread stops the import: the next ``submit`` or
-    the exit re-raises it here, and the chunks committed before it stay.
+    With two writers, one chunk's rows go in while the other chunk's cases
+    and commit run, and PostgreSQL works on both at once. At most two
+    chunks wait. An error on a writer stops the import: the next ``submit``
+    or the exit re-raises it here, and the chunks committed before it stay.
     """
 
-    def __init__(self, store: Callable[[list[FeedbackInput]], IngestResult]):
+    def __init__(self, store: Callable[[list[FeedbackInput]], IngestResult], *, writers: int):
         super().__init__(store)
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="import-writer", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"import-writer-{number}", daemon=True)
+            for number in range(writers)
+        ]
 
     def __enter__(self):
-        # The writer wakes up after each statement and must get the
+        # A writer wakes up after each statement and must get the
         # interpreter back from the parsing thread. The default switch
         # interval of 5 ms would leave the database idle that long each time.
         self._interval = sys.getswitchinterval()
         sys.setswitchinterval(_SWITCH_INTERVAL)
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        self._put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._put(None)
+        for thread in self._threads:
+            thread.join()
         sys.setswitchinterval(self._interval)
         if exc_type is None:
             self._raise_error()
@@ -294,7 +302,7 @@ class _ThreadStore(_SerialStore):
             return super().done()
 
     def _put(self, job) -> None:
-        while self._thread.is_alive():
+        while any(thread.is_alive() for thread in self._threads):
             try:
                 self._queue.put(job, timeout=0.5)
                 return
@@ -307,7 +315,7 @@ class _ThreadStore(_SerialStore):
 
     def _run(self) -> None:
         try:
-            while (job := self._queue.get()) is not None:
+            while self._error is None and (job := self._queue.get()) is not None:
                 batch, rows = job
                 result = self._store(batch)
                 with self._lock:

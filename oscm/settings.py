@@ -258,10 +258,11 @@ CELERY_BEAT_SCHEDULE.update(
 OSCM_BATCH_SIZE = env_int("OSCM_BATCH_SIZE", 2000)
 # How many rows the file import stores and evaluates in one transaction on
 # PostgreSQL; larger chunks spread each chunk's fixed queries thinner.
-OSCM_IMPORT_CHUNK_SIZE = env_int("OSCM_IMPORT_CHUNK_SIZE", 10_000)
-# Store those chunks on a second thread while the next one is parsed (on by
-# default; "0" stores them on the importing thread, for profiling).
-OSCM_IMPORT_WRITER_THREAD = env_bool("OSCM_IMPORT_WRITER_THREAD", True)
+OSCM_IMPORT_CHUNK_SIZE = env_int("OSCM_IMPORT_CHUNK_SIZE", 5_000)
+# Threads that store those chunks, each on its own connection, while the
+# importing thread parses the next ones. 0 stores them on the importing
+# thread, as a profile needs.
+OSCM_IMPORT_WRITERS = env_int("OSCM_IMPORT_WRITERS", 2)
 # Feedback older than this and still not evaluated is picked up by the sweep.
 OSCM_SWEEP_GRACE_SECONDS = env_int("OSCM_SWEEP_GRACE_SECONDS", 30)
 # An outbox row claimed (state sending) longer ago than this, in seconds, is

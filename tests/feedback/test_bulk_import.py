@@ -307,3 +307,52 @@ def test_bulk_cases_load_nothing_without_webhooks(no_analysis):
         bulk.feedback_store_chunk(inputs=items, now=timezone.now())
     loads = [query for query in queries if 'SELECT "cases_case"."id"' in query["sql"]]
     assert loads == []
+
+
+def test_two_writers_keep_one_open_case_per_key(tmp_path, settings):
+    settings.OSCM_IMPORT_WRITERS = 2
+    path = _write(tmp_path, _rows(120))
+    out = StringIO()
+    call_command(
+        "import_feedback", str(path), "--source", "survey", "--kind", "nps",
+        "--batch-size", "5", "--no-progress", stdout=out, stderr=StringIO(),
+    )
+    assert out.getvalue().strip().endswith("imported 120, duplicates 0, rejected 0")
+    open_keys = list(Case.objects.filter(is_open=True).values_list("dedup_key", flat=True))
+    assert len(open_keys) == len(set(open_keys))
+    detractors = Feedback.objects.filter(score__lte=6).count()
+    assert CaseFeedback.objects.count() == detractors
+    assert CaseFeedback.objects.values("feedback").distinct().count() == detractors
+
+
+def test_chunk_retried_after_deadlock(no_analysis, monkeypatch):
+    from django.db import OperationalError
+    from psycopg.errors import DeadlockDetected
+
+    real_write = bulk._chunk_write
+    attempts = []
+
+    def deadlocked_once(items, customer_ids, *, now):
+        attempts.append(len(items))
+        if len(attempts) == 1:
+            error = OperationalError("deadlock detected")
+            error.__cause__ = DeadlockDetected("deadlock detected")
+            raise error
+        return real_write(items, customer_ids, now=now)
+
+    monkeypatch.setattr(bulk, "_chunk_write", deadlocked_once)
+    result, _ = bulk.feedback_store_chunk(inputs=_items(_rows(5)), now=timezone.now())
+    assert attempts == [5, 5]
+    assert result.created_count == 5
+    assert Feedback.objects.count() == 5
+
+
+def test_other_operational_errors_are_not_retried(no_analysis, monkeypatch):
+    from django.db import OperationalError
+
+    def broken(items, customer_ids, *, now):
+        raise OperationalError("server closed the connection")
+
+    monkeypatch.setattr(bulk, "_chunk_write", broken)
+    with pytest.raises(OperationalError, match="server closed"):
+        bulk.feedback_store_chunk(inputs=_items(_rows(3)), now=timezone.now())
