@@ -108,7 +108,7 @@ def import_file(
     except OSError as error:
         raise ImportFileError(f"cannot open {path}: {error.strerror}.") from None
 
-    # The rows make millions of short-lived objects and almost no cycles;
+    # The rows make millions of short-lived objects and almost no cycles, so
     # the cyclic collector would walk every live object over and over.
     collecting = gc.isenabled()
     gc.disable()
@@ -213,10 +213,10 @@ def _store_for(*, bulk: bool) -> "_SerialStore":
 
     PostgreSQL takes chunks through ``feedback_store_chunk`` (COPY, cases in
     the same transaction, analysis left to the workers). Outside a
-    transaction it runs on a second thread with a connection of its own, so
-    the database works on one chunk while this thread parses the next.
-    Inside one (a caller's atomic block) a second connection would not see
-    the caller's rows, so the chunks are stored here. SQLite stores batches
+    transaction, ``OSCM_IMPORT_WRITERS`` threads with connections of their
+    own store them while this thread parses the next. Inside one (a
+    caller's atomic block) another connection would not see the caller's
+    rows, so the chunks are stored on this thread. SQLite stores batches
     with ``feedback_ingest``, which analyses the text first.
     """
     if not bulk:

@@ -62,7 +62,7 @@ _WHOLE_NUMBER_RE = re.compile(r"^[+-]?[0-9]+(\.0*)?$")
 # rows of a file, and the validator's regular expressions cost more than the
 # rest of a row's checks; past the limit the set starts over.
 _VALID_EMAILS: set[str] = set()
-_VALID_EMAILS_LIMIT = 100_000
+_VALID_EMAILS_LIMIT = 500_000
 # Free-form data a caller may send along; it is kept in ``raw`` only.
 EXTRA_KEY = "metadata"
 

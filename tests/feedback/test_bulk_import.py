@@ -45,7 +45,7 @@ def _items(rows: list[dict], *, kind: str = "nps", source: str = "survey"):
 
 
 def _rows(count: int) -> list[dict]:
-    """NPS answers from a few customers over several touchpoints, so that
+    """NPS responses from a few customers over several touchpoints, so that
     cases open, feedback attaches and teams fill up."""
     touchpoints = ["delivery", "website", "app", "checkout", "product", ""]
     start = datetime(2026, 10, 1, tzinfo=UTC)
@@ -124,7 +124,7 @@ def _evaluation_reset() -> None:
     TeamMember.objects.update(last_assigned_at=None)
 
 
-def test_bulk_path_writes_what_the_task_path_writes(no_analysis):
+def test_bulk_matches_task_path(no_analysis):
     _agents()
     rows = _rows(120)
     chunks = [_items(rows[start : start + 25]) for start in range(0, len(rows), 25)]
@@ -150,7 +150,7 @@ def test_bulk_path_writes_what_the_task_path_writes(no_analysis):
             assert task_row == sql_row, part
 
 
-def test_bulk_rows_carry_evaluation_and_no_analysis(no_analysis):
+def test_bulk_rows_evaluated_not_analysed(no_analysis):
     result, evaluation = bulk.feedback_store_chunk(
         inputs=_items(_rows(30)), now=timezone.now()
     )
@@ -200,7 +200,7 @@ def test_chunk_with_reused_id_reports_conflict(no_analysis):
     assert "already stored with a different kind, score or comment" in result.conflicts[1]
 
 
-def test_bulk_feedback_attaches_to_open_case_and_resumes_it(no_analysis):
+def test_bulk_attach_resumes_waiting_case(no_analysis):
     first = _items([{"external_id": "a", "customer": "c1", "score": "2"}])
     bulk.feedback_store_chunk(inputs=first, now=timezone.now())
     case = Case.objects.get()
@@ -209,7 +209,8 @@ def test_bulk_feedback_attaches_to_open_case_and_resumes_it(no_analysis):
     later = _items([{"external_id": "b", "customer": "c1", "score": "1"}])
     _, evaluation = bulk.feedback_store_chunk(inputs=later, now=timezone.now())
 
-    assert evaluation.cases_opened == 0 and evaluation.attached == 1
+    assert evaluation.cases_opened == 0
+    assert evaluation.attached == 1
     case.refresh_from_db()
     assert case.state == Case.State.IN_PROGRESS
     assert case.feedback.count() == 2
@@ -243,7 +244,7 @@ def _write(tmp_path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_import_command_in_chunks_on_a_writer_thread(tmp_path):
+def test_import_command_on_writer_threads(tmp_path):
     path = _write(tmp_path, _rows(60))
     out = StringIO()
     call_command(
@@ -256,7 +257,7 @@ def test_import_command_in_chunks_on_a_writer_thread(tmp_path):
     assert Case.objects.exists()
 
 
-def test_writer_thread_error_stops_the_import(tmp_path, monkeypatch):
+def test_writer_error_stops_import(tmp_path, monkeypatch):
     from feedback import importer
 
     calls = []
@@ -279,7 +280,7 @@ def test_writer_thread_error_stops_the_import(tmp_path, monkeypatch):
     assert Feedback.objects.count() == 10
 
 
-def test_bulk_cases_queue_case_opened_webhooks(no_analysis):
+def test_bulk_cases_queue_webhooks(no_analysis):
     from cases.models import OutboxMessage, WebhookEndpoint
 
     WebhookEndpoint.objects.create(
@@ -299,7 +300,7 @@ def test_bulk_cases_queue_case_opened_webhooks(no_analysis):
     assert len(opened) == 2
 
 
-def test_bulk_cases_load_nothing_without_webhooks(no_analysis):
+def test_no_webhook_no_case_load(no_analysis):
     from django.test.utils import CaptureQueriesContext
 
     items = _items([{"external_id": "q1", "customer": "c1", "score": "1"}])
@@ -309,7 +310,7 @@ def test_bulk_cases_load_nothing_without_webhooks(no_analysis):
     assert loads == []
 
 
-def test_two_writers_keep_one_open_case_per_key(tmp_path, settings):
+def test_two_writers_one_case_per_key(tmp_path, settings):
     settings.OSCM_IMPORT_WRITERS = 2
     path = _write(tmp_path, _rows(120))
     out = StringIO()
@@ -347,7 +348,7 @@ def test_chunk_retried_after_deadlock(no_analysis, monkeypatch):
     assert Feedback.objects.count() == 5
 
 
-def test_other_operational_errors_are_not_retried(no_analysis, monkeypatch):
+def test_other_errors_not_retried(no_analysis, monkeypatch):
     from django.db import OperationalError
 
     def broken(items, customer_ids, *, now):
