@@ -7,19 +7,19 @@ case per new dedup key, attaches the rest and writes the links and timeline
 events, each step one statement over the whole chunk. Python decides only
 what depends on a handful of values, with the same functions as
 ``case_open``: the rule and its reason per (kind, score), the routing per
-touchpoint, the SLA policy and due times per (team, priority), and the
-agent for each new case of a team while agents have free slots. The result
-equals what ``feedback_evaluate`` writes for the same rows, which the tests
-compare.
+touchpoint, and the SLA policy and due times per (team, priority). Apart
+from the agent, the result equals what ``feedback_evaluate`` writes for
+the same rows, which the tests compare.
 
 The rows have no topic yet, because the analysis follows on the workers.
-So cases are keyed on the customer with topic 0 and routed by touchpoint,
-and ``cases.triage`` sets the topic once it is known.
+So cases are keyed on the customer with topic 0 and routed by touchpoint.
+They open without an agent: ``cases.triage`` sets the topic once it is
+known, routes the case again and then assigns it, so that an agent of the
+touchpoint's team does not keep a case that belongs to another team.
 """
 
 import logging
 from datetime import datetime
-from types import SimpleNamespace
 
 from django.db import IntegrityError, connection
 
@@ -30,7 +30,6 @@ from .models import Case, CaseEvent, CaseFeedback, CaseRule, RoutingRule, Team
 from .services import (
     ClaimedFeedback,
     EvaluationResult,
-    case_assign,
     case_route,
     case_rule_match,
 )
@@ -40,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 CHUNK_TABLE = "oscm_import_chunk"
 _MATCH_TABLE = "oscm_import_match"
+# The assignment reason of a case opened before its text was analysed.
+AWAITING_TRIAGE = (
+    "waiting for the text analysis, which routes the case by topic and then assigns it"
+)
 _OPENED_TABLE = "oscm_import_opened"
 
 # Columns the INSERT of new cases sets from the chunk. Every other column
@@ -114,8 +117,7 @@ def _columns(rows: list[tuple], count: int) -> list[list]:
 def cases_open_for_chunk(*, now: datetime) -> EvaluationResult:
     """Evaluate the rows of ``CHUNK_TABLE`` that carry ``evaluated_at``.
 
-    Must run in the transaction that stored them. Team rows stay locked
-    until it ends, as in ``case_assign``.
+    Must run in the transaction that stored them.
     """
     rules = _active_rules()
     quote = connection.ops.quote_name
@@ -169,17 +171,14 @@ def cases_open_for_chunk(*, now: datetime) -> EvaluationResult:
                 yield case.pk, "opened", case_webhook_payload(case)
 
         webhook_events_emit(event="case.opened", items=payloads())
-    assigned = sum(1 for row in opened if row[2] is not None)
     logger.info(
-        "Evaluated %d imported feedback: %d cases opened (%d assigned), %d attached",
+        "Evaluated %d imported feedback: %d cases opened, %d attached",
         evaluated,
         len(opened),
-        assigned,
         attached,
         extra={
             "feedback_evaluated": evaluated,
             "cases_opened": len(opened),
-            "cases_assigned": assigned,
             "feedback_attached": attached,
         },
     )
@@ -193,7 +192,9 @@ _FIRSTS = (
 
 
 def _cases_insert(cursor, *, now: datetime) -> list[tuple]:
-    """Open a case per dedup key that has none and return (id, team, assignee).
+    """Open a case per dedup key that has none and return (id, team).
+
+    The cases open new and unassigned; ``cases.triage`` assigns them.
 
     A key that another transaction opened first is skipped by ``ON
     CONFLICT`` and its feedback attaches to that case afterwards.
@@ -208,11 +209,6 @@ def _cases_insert(cursor, *, now: datetime) -> list[tuple]:
     slas = _due_times(
         {(routes[touchpoint][0], priority) for touchpoint, priority, _ in groups}, now=now
     )
-    per_team: dict[int, int] = {}
-    for touchpoint, _, count in groups:
-        team_id = routes[touchpoint][0]
-        per_team[team_id] = per_team.get(team_id, 0) + count
-    assignments = _assignments(per_team, now=now)
 
     defaults = {
         field.column: field.get_default()
@@ -226,22 +222,18 @@ def _cases_insert(cursor, *, now: datetime) -> list[tuple]:
     route_rows = [(touchpoint, *route) for touchpoint, route in routes.items()]
     sla_rows = [(*key, *value) for key, value in slas.items()]
     cursor.execute(
-        f"WITH numbered AS ("
-        f"SELECT f.*, r.team_id, r.routing_rule_id, r.routing_reason, "
-        f"row_number() OVER (PARTITION BY r.team_id ORDER BY f.feedback_id) AS position "
+        f"WITH routed AS ("
+        f"SELECT f.*, r.team_id, r.routing_rule_id, r.routing_reason "
         f"FROM ({_FIRSTS}) f JOIN unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[]) "
         f"AS r (touchpoint, team_id, routing_rule_id, routing_reason) "
         f"ON r.touchpoint = f.touchpoint), "
         f"inserted AS ("
         f"INSERT INTO {cases} ({', '.join(_CASE_SET)}{default_columns}) "
-        f"SELECT n.customer_id, n.feedback_id, n.team_id, a.assignee_id, a.state, n.priority, "
+        f"SELECT n.customer_id, n.feedback_id, n.team_id, NULL, %s, n.priority, "
         f"true, n.dedup_key, n.rule_id, n.reason, n.routing_rule_id, n.routing_reason, "
-        f"a.reason, %s, %s, s.policy_id, s.first_response_due_at, s.resolution_due_at"
+        f"%s, %s, %s, s.policy_id, s.first_response_due_at, s.resolution_due_at"
         f"{default_values} "
-        f"FROM numbered n JOIN unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], "
-        f"%s::text[]) AS a (team_id, position, assignee_id, state, reason) "
-        f"ON a.team_id = n.team_id AND a.position = n.position "
-        f"LEFT JOIN unnest(%s::bigint[], %s::int[], %s::bigint[], %s::timestamptz[], "
+        f"FROM routed n LEFT JOIN unnest(%s::bigint[], %s::int[], %s::bigint[], %s::timestamptz[], "
         f"%s::timestamptz[]) AS s (team_id, priority, policy_id, first_response_due_at, "
         f"resolution_due_at) ON s.team_id = n.team_id AND s.priority = n.priority "
         f"ORDER BY n.dedup_key "
@@ -251,16 +243,15 @@ def _cases_insert(cursor, *, now: datetime) -> list[tuple]:
         f"INSERT INTO {_OPENED_TABLE} SELECT * FROM inserted",
         [
             *_columns(route_rows, 4),
+            Case.State.NEW,
+            AWAITING_TRIAGE,
             now,
             now,
             *list(defaults.values()),
-            *_columns(assignments, 5),
             *_columns(sla_rows, 5),
         ],
     )
-    cursor.execute(
-        f"SELECT id, team_id, assignee_id FROM {_OPENED_TABLE} ORDER BY trigger_feedback_id"
-    )
+    cursor.execute(f"SELECT id, team_id FROM {_OPENED_TABLE} ORDER BY trigger_feedback_id")
     opened = cursor.fetchall()
     if sum(count for _, _, count in groups) > len(opened):
         logger.warning(
@@ -304,30 +295,6 @@ def _due_times(
         key: (case.sla_policy_id, case.first_response_due_at, case.resolution_due_at)
         for key, case in probes.items()
     }
-
-
-def _assignments(per_team: dict[int, int], *, now: datetime) -> list[tuple]:
-    """Return (team, position, assignee, state, reason) for every new case.
-
-    ``case_assign`` hands the agents out in order of position, which is the
-    order of the trigger feedback, as for cases built one by one.
-    """
-    slots = [
-        SimpleNamespace(team_id=team_id, position=position, assignee=None)
-        for team_id, count in sorted(per_team.items())
-        for position in range(1, count + 1)
-    ]
-    case_assign(cases=slots, now=now)
-    return [
-        (
-            slot.team_id,
-            slot.position,
-            slot.assignee.pk if slot.assignee else None,
-            slot.state,
-            slot.assignment_reason,
-        )
-        for slot in slots
-    ]
 
 
 def _links_and_events(cursor, *, now: datetime) -> None:
@@ -397,8 +364,12 @@ def _links_and_events(cursor, *, now: datetime) -> None:
     )
     waiting = {row[0] for row in cursor.fetchall()}
     resumed = _cases_resume_waiting(case_ids=waiting, now=now)
+    # Locked in id order, as the triage and the workflow lock cases, so
+    # that this UPDATE and theirs cannot deadlock.
     cursor.execute(
-        f"UPDATE {cases} SET updated_at = %s WHERE id IN ({touched})", [now]
+        f"UPDATE {cases} SET updated_at = %s WHERE id IN ("
+        f"SELECT id FROM {cases} WHERE id IN ({touched}) ORDER BY id FOR UPDATE)",
+        [now],
     )
     if resumed:
         CaseEvent.objects.bulk_create(resumed)

@@ -227,9 +227,12 @@ def case_assign(*, cases: Sequence[Case], now: datetime) -> int:
     if not cases:
         return 0
     team_ids = sorted({case.team_id for case in cases})
+    # FOR NO KEY UPDATE: two assigners still wait on each other, but the
+    # foreign-key checks of other transactions' new cases (FOR KEY SHARE on
+    # the team) do not, so an import and an assigner cannot deadlock there.
     teams = {
         team.pk: team
-        for team in Team.objects.select_for_update()
+        for team in Team.objects.select_for_update(no_key=True)
         .filter(pk__in=team_ids)
         .order_by("pk")
     }

@@ -1,11 +1,12 @@
 """Complete the cases opened before their trigger feedback was analysed.
 
 The bulk import opens cases for scored feedback before its text analysis
-runs, so such a case has no topic, the dedup key ``c<customer>:t0`` and a
-team chosen by touchpoint alone. Once the analysis stores the trigger
-feedback's primary topic, ``case_triage_after_analysis`` gives the case
-that topic and the key it would have had. A case that no agent has taken
-yet is routed again by the same routing rules.
+runs, so such a case has no topic, the dedup key ``c<customer>:t0``, a
+team chosen by touchpoint alone and no agent yet. Once the analysis stores
+the trigger feedback's primary topic, ``case_triage_after_analysis`` gives
+the case that topic and the key it would have had. A case that no agent
+has taken yet is routed again by the same routing rules and then assigned
+in its team, topic or not.
 """
 
 import logging
@@ -23,7 +24,13 @@ from oscm.errors import DomainError
 from . import selectors
 from .escalation import case_sla_apply
 from .models import Case, CaseEvent, RoutingRule, Team
-from .services import ClaimedFeedback, RoutingDecision, case_dedup_key, case_route
+from .services import (
+    ClaimedFeedback,
+    RoutingDecision,
+    case_assign,
+    case_dedup_key,
+    case_route,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,8 @@ _TRIAGE_FIELDS = (
     "team",
     "routing_rule",
     "routing_reason",
+    "assignee",
+    "state",
     "assignment_reason",
     "sla_policy",
     "first_response_due_at",
@@ -47,35 +56,38 @@ _LOGGED_IDS = 20
 
 @dataclass(frozen=True)
 class TriageResult:
-    """Counts of one triage call. ``topics_set`` counts every case changed,
-    and ``keys_kept`` the cases that keep their old key because another open
-    case has the new one."""
+    """Counts of one triage call. ``topics_set`` counts the cases that got a
+    topic, and ``keys_kept`` the cases that keep their old key because
+    another open case has the new one."""
 
     topics_set: int = 0
     keys_changed: int = 0
     keys_kept: int = 0
     rerouted: int = 0
     moved: int = 0
+    assigned: int = 0
 
 
 def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
     """Give open cases without a topic the topic their trigger feedback now has.
 
     Applies to each open case whose ``topic`` is null and whose trigger
-    feedback is among ``feedback_ids`` and has a primary topic:
+    feedback is among ``feedback_ids``:
 
-    - the case gets that topic, and the dedup key ``case_dedup_key`` of its
-      trigger feedback, unless another open case already has that key. The
-      case then keeps its old key, and a warning lists it.
+    - when the trigger feedback has a primary topic, the case gets it, and
+      the dedup key ``case_dedup_key`` of its trigger feedback, unless
+      another open case already has that key. The case then keeps its old
+      key, and a warning lists it.
     - a case still new with no assignee is routed again by ``case_route``.
       When the team changes, it moves as ``case_move_team`` moves a case
       (team, routing rule and reason, cleared assignment reason) and gets a
       ``team_changed`` event with no actor. Every case routed again gets
       its SLA policy and due times from ``case_sla_apply`` again, because a
-      policy may depend on the team and the topic. A case already assigned
-      keeps its team and SLA.
+      policy may depend on the team and the topic. Then ``case_assign``
+      gives it an available agent of its team, with an ``assigned`` event.
+      A case already assigned keeps its team, agent and SLA.
 
-    Locks the cases (SELECT ... FOR UPDATE); call it inside the transaction
+    Locks the cases (SELECT ... FOR NO KEY UPDATE); call it inside the transaction
     that stores the analysis. Costs a fixed number of queries whatever the
     number of ids.
     """
@@ -88,11 +100,12 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
 
     now = timezone.now()
     old_keys = {case.pk: case.dedup_key for case in cases}
+    with_topic = [case for case in cases if triggers[case.pk].primary_topic_id is not None]
     for case in cases:
         case.topic_id = triggers[case.pk].primary_topic_id
         case.updated_at = now
-    topic_keys = {case.pk: case_dedup_key(feedback=triggers[case.pk]) for case in cases}
-    old_key_cases = _dedup_keys_assign(cases, topic_keys)
+    topic_keys = {case.pk: case_dedup_key(feedback=triggers[case.pk]) for case in with_topic}
+    old_key_cases = _dedup_keys_assign(with_topic, topic_keys)
     rerouted = [
         case
         for case in cases
@@ -100,15 +113,19 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
     ]
     moves = _cases_reroute(rerouted, triggers)
     _sla_reapply(rerouted, now=now)
+    case_assign(cases=rerouted, now=now)
+    assigned = [case for case in rerouted if case.assignee_id is not None]
     old_key_cases += _cases_save(cases, old_keys)
     _moves_record(moves, now=now)
+    _assignments_record(assigned, now=now)
 
     result = TriageResult(
-        topics_set=len(cases),
+        topics_set=len(with_topic),
         keys_changed=sum(1 for case in cases if case.dedup_key != old_keys[case.pk]),
         keys_kept=len(old_key_cases),
         rerouted=len(rerouted),
         moved=len(moves),
+        assigned=len(assigned),
     )
     _log_result(result, old_key_cases=old_key_cases, moves=moves)
     return result
@@ -127,8 +144,7 @@ def _id_filter(ids: list[int]):
 
 def _cases_lock(ids: list[int]) -> tuple[list[Case], dict[int, ClaimedFeedback]]:
     """Lock the open cases without a topic whose trigger feedback is among
-    ``ids`` and has a primary topic; return them in id order, and their
-    trigger feedback by case id.
+    ``ids``; return them in id order, and their trigger feedback by case id.
 
     Two queries, each driven by the ids through a primary key or foreign
     key index. A join that also filters on the primary topic lets the
@@ -141,12 +157,13 @@ def _cases_lock(ids: list[int]) -> tuple[list[Case], dict[int, ClaimedFeedback]]
         for row in Feedback.objects.filter(pk__in=_id_filter(ids)).values_list(
             *_TRIGGER_FIELDS
         )
-        if row[-1] is not None
     }
     if not triggers:
         return [], {}
+    # FOR NO KEY UPDATE, so that the foreign-key checks of an import that
+    # links feedback to these cases (FOR KEY SHARE) do not wait on triage.
     cases = list(
-        Case.objects.select_for_update()
+        Case.objects.select_for_update(no_key=True)
         .filter(
             is_open=True,
             topic__isnull=True,
@@ -353,6 +370,25 @@ def _moves_record(
     )
 
 
+def _assignments_record(cases: Sequence[Case], *, now: datetime) -> None:
+    """Append an assigned event, with no actor, to each case given an agent."""
+    if not cases:
+        return
+    CaseEvent.objects.bulk_create(
+        CaseEvent(
+            case_id=case.pk,
+            kind=CaseEvent.Kind.ASSIGNED,
+            created_at=now,
+            changes={
+                "assignee": [None, case.assignee_id],
+                "state": [Case.State.NEW, case.state],
+            },
+            body=case.assignment_reason,
+        )
+        for case in cases
+    )
+
+
 def _log_result(
     result: TriageResult,
     *,
@@ -360,14 +396,17 @@ def _log_result(
     moves: Sequence[tuple[Case, int, RoutingDecision]],
 ) -> None:
     logger.info(
-        "Triage after analysis: %d cases got their topic, %d routed again, %d moved",
+        "Triage after analysis: %d cases got their topic, %d routed again, "
+        "%d moved, %d assigned",
         result.topics_set,
         result.rerouted,
         result.moved,
+        result.assigned,
         extra={
             "cases_triaged": result.topics_set,
             "cases_rerouted": result.rerouted,
             "cases_moved": result.moved,
+            "cases_assigned": result.assigned,
             "moved_case_ids": [case.pk for case, _, _ in moves[:_LOGGED_IDS]],
         },
     )

@@ -165,7 +165,9 @@ def _queue_analysis(feedback_ids: list[int]) -> None:
     size = settings.OSCM_BATCH_SIZE
     for start in range(0, len(feedback_ids), size):
         batch = feedback_ids[start : start + size]
-        transaction.on_commit(partial(feedback_analyze_task.delay, batch))
+        # robust: the chunk is stored whatever happens to the queueing, and
+        # the analysis sweep picks up rows whose task never ran.
+        transaction.on_commit(partial(feedback_analyze_task.delay, batch), robust=True)
 
 
 def _tables_ensure(cursor) -> None:

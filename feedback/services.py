@@ -467,11 +467,9 @@ def feedback_analyze(*, feedback_ids: Sequence[int]) -> int:
         _topic_rollups_add(rows, links)
         from cases.triage import case_triage_after_analysis
 
-        case_triage_after_analysis(
-            feedback_ids=[
-                row.id for row, analysis in zip(rows, analyses) if analysis.topic_ids
-            ]
-        )
+        # Every analysed row, with a topic or not: triage also assigns the
+        # cases that the bulk import opened without an agent.
+        case_triage_after_analysis(feedback_ids=[row.id for row in rows])
         unevaluated = [row.id for row in rows if not row.is_evaluated]
         if unevaluated:
             _queue_evaluation(unevaluated)

@@ -78,7 +78,7 @@ def test_triage_moves_new_unassigned_case(teams, topics):
     assert case.state == Case.State.NEW
     assert case.routing_rule == delivery_rule
     assert case.routing_reason.startswith("topic Delivery matched rule")
-    assert case.assignment_reason == ""
+    assert case.assignment_reason.startswith("no available agent in Customer Service")
     assert case.sla_policy is not None
     assert case.resolution_due_at is not None
     assert event.actor is None
@@ -220,7 +220,7 @@ def test_triage_result_counts(teams, topics):
     )
 
     assert result == TriageResult(
-        topics_set=2, keys_changed=2, keys_kept=0, rerouted=1, moved=1
+        topics_set=2, keys_changed=2, keys_kept=0, rerouted=1, moved=1, assigned=0
     )
 
 
