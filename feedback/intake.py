@@ -60,7 +60,7 @@ LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
 _WHOLE_NUMBER_RE = re.compile(r"^[+-]?[0-9]+(\.0*)?$")
 # Addresses that passed the email validator lately. A customer sends many
 # rows of a file, and the validator's regular expressions cost more than the
-# rest of a row's checks; past the limit the set starts over.
+# rest of a row's checks. Past the limit the set starts over.
 _VALID_EMAILS: set[str] = set()
 _VALID_EMAILS_LIMIT = 500_000
 # Free-form data a caller may send along; it is kept in ``raw`` only.
