@@ -23,7 +23,8 @@ from oscm.errors import DomainError
 
 from . import selectors
 from .escalation import case_sla_apply
-from .models import Case, CaseEvent, RoutingRule, Team
+from .workflow import _cases_resume_waiting, _set_state
+from .models import Case, CaseEvent, CaseFeedback, RoutingRule, Team
 from .services import (
     ClaimedFeedback,
     RoutingDecision,
@@ -66,6 +67,7 @@ class TriageResult:
     rerouted: int = 0
     moved: int = 0
     assigned: int = 0
+    folded: int = 0
 
 
 def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
@@ -76,8 +78,10 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
 
     - when the trigger feedback has a primary topic, the case gets it, and
       the dedup key ``case_dedup_key`` of its trigger feedback, unless
-      another open case already has that key. The case then keeps its old
-      key, and a warning lists it.
+      another open case already has that key. A case that is still new with
+      no agent then folds into that case (``_cases_fold``), so the customer
+      keeps one open case per topic. Any other case keeps its old key, and a
+      warning lists it.
     - a case still new with no assignee is routed again by ``case_route``.
       When the team changes, it moves as ``case_move_team`` moves a case
       (team, routing rule and reason, cleared assignment reason) and gets a
@@ -105,27 +109,38 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
         case.topic_id = triggers[case.pk].primary_topic_id
         case.updated_at = now
     topic_keys = {case.pk: case_dedup_key(feedback=triggers[case.pk]) for case in with_topic}
-    old_key_cases = _dedup_keys_assign(with_topic, topic_keys)
+    holders = _dedup_keys_assign(with_topic, topic_keys)
+    folded = [
+        case
+        for case in with_topic
+        if case.pk in holders and case.state == Case.State.NEW and case.assignee_id is None
+    ]
+    folded_ids = {case.pk for case in folded}
+    kept = [case for case in cases if case.pk not in folded_ids]
+    old_key_cases = [case for case in kept if case.pk in holders]
     rerouted = [
         case
-        for case in cases
+        for case in kept
         if case.state == Case.State.NEW and case.assignee_id is None
     ]
     moves = _cases_reroute(rerouted, triggers)
     _sla_reapply(rerouted, now=now)
     case_assign(cases=rerouted, now=now)
     assigned = [case for case in rerouted if case.assignee_id is not None]
-    old_key_cases += _cases_save(cases, old_keys)
+    if kept:
+        old_key_cases += _cases_save(kept, old_keys)
+    _cases_fold(folded, holders, now=now)
     _moves_record(moves, now=now)
     _assignments_record(assigned, now=now)
 
     result = TriageResult(
         topics_set=len(with_topic),
-        keys_changed=sum(1 for case in cases if case.dedup_key != old_keys[case.pk]),
+        keys_changed=sum(1 for case in kept if case.dedup_key != old_keys[case.pk]),
         keys_kept=len(old_key_cases),
         rerouted=len(rerouted),
         moved=len(moves),
         assigned=len(assigned),
+        folded=len(folded),
     )
     _log_result(result, old_key_cases=old_key_cases, moves=moves)
     return result
@@ -174,27 +189,32 @@ def _cases_lock(ids: list[int]) -> tuple[list[Case], dict[int, ClaimedFeedback]]
     return cases, {case.pk: triggers[case.trigger_feedback_id] for case in cases}
 
 
-def _dedup_keys_assign(cases: Sequence[Case], topic_keys: dict[int, str]) -> list[Case]:
-    """Give each case its topic key unless another open case has it; return
-    the cases that keep their old key."""
+def _dedup_keys_assign(
+    cases: Sequence[Case], topic_keys: dict[int, str]
+) -> dict[int, int]:
+    """Give each case its topic key unless another open case has it.
+
+    Returns, for each case that keeps its old key, the id of the open case
+    that has the key.
+    """
     changing = {
         topic_keys[case.pk] for case in cases if case.dedup_key != topic_keys[case.pk]
     }
     if not changing:
-        return []
+        return {}
     holders = selectors.case_open_ids_by_dedup_key(dedup_keys=changing)
-    old_key_cases = []
+    held_by: dict[int, int] = {}
     for case in cases:
         key = topic_keys[case.pk]
         if key == case.dedup_key:
             continue
         if key in holders:
-            old_key_cases.append(case)
+            held_by[case.pk] = holders[key]
             continue
         # Another case of this batch may want the same key; the first wins.
         holders[key] = case.pk
         case.dedup_key = key
-    return old_key_cases
+    return held_by
 
 
 def _cases_reroute(
@@ -370,6 +390,88 @@ def _moves_record(
     )
 
 
+def _cases_fold(cases: Sequence[Case], holders: dict[int, int], *, now: datetime) -> None:
+    """Merge each case into the open case that has its topic key.
+
+    Only for cases that are still new with no agent, so no person has
+    worked on them: their feedback moves to the other case with
+    ``feedback_attached`` events, the case closes with ``merged_into`` set,
+    both get a ``merged`` event with no actor, and the other case resumes
+    if it was waiting on the customer. A few queries per folded case; a
+    case only folds when its customer already had an open case for the
+    topic.
+    """
+    if not cases:
+        return
+    targets = {
+        case.pk: case
+        for case in Case.objects.select_for_update(no_key=True)
+        .filter(pk__in=sorted({holders[case.pk] for case in cases}))
+        .order_by("pk")
+    }
+    events = []
+    for case in cases:
+        target = targets[holders[case.pk]]
+        on_target = CaseFeedback.objects.filter(case_id=target.pk).values("feedback_id")
+        moving = list(
+            CaseFeedback.objects.filter(case_id=case.pk)
+            .exclude(feedback_id__in=on_target)
+            .values_list("feedback_id", flat=True)
+        )
+        CaseFeedback.objects.filter(case_id=case.pk, feedback_id__in=moving).update(
+            case_id=target.pk
+        )
+        CaseFeedback.objects.filter(case_id=case.pk).delete()
+        from_state = case.state
+        _set_state(case=case, to_state=Case.State.CLOSED, now=now)
+        case.merged_into_id = target.pk
+        case.updated_at = now
+        case.save(
+            update_fields=[
+                "topic",
+                "merged_into",
+                "state",
+                "is_open",
+                "resolved_at",
+                "closed_at",
+                "updated_at",
+            ]
+        )
+        events.extend(
+            CaseEvent(
+                case_id=target.pk,
+                kind=CaseEvent.Kind.FEEDBACK_ATTACHED,
+                created_at=now,
+                changes={"feedback": [None, feedback_id]},
+            )
+            for feedback_id in moving
+        )
+        events.append(
+            CaseEvent(
+                case_id=case.pk,
+                kind=CaseEvent.Kind.MERGED,
+                created_at=now,
+                changes={"merged_into": [None, target.pk], "state": [from_state, case.state]},
+                body=(
+                    f"Merged into case #{target.pk}, which is open for the same "
+                    "customer and topic that the text analysis found."
+                ),
+            )
+        )
+        events.append(
+            CaseEvent(
+                case_id=target.pk,
+                kind=CaseEvent.Kind.MERGED,
+                created_at=now,
+                changes={"merged_cases": [[], [case.pk]]},
+                body=f"Case #{case.pk} was merged into this case after its text analysis.",
+            )
+        )
+    Case.objects.filter(pk__in=list(targets)).update(updated_at=now)
+    events.extend(_cases_resume_waiting(case_ids=set(targets), now=now))
+    CaseEvent.objects.bulk_create(events)
+
+
 def _assignments_record(cases: Sequence[Case], *, now: datetime) -> None:
     """Append an assigned event, with no actor, to each case given an agent."""
     if not cases:
@@ -397,16 +499,18 @@ def _log_result(
 ) -> None:
     logger.info(
         "Triage after analysis: %d cases got their topic, %d routed again, "
-        "%d moved, %d assigned",
+        "%d moved, %d assigned, %d merged into an open case of their topic",
         result.topics_set,
         result.rerouted,
         result.moved,
         result.assigned,
+        result.folded,
         extra={
             "cases_triaged": result.topics_set,
             "cases_rerouted": result.rerouted,
             "cases_moved": result.moved,
             "cases_assigned": result.assigned,
+            "cases_folded": result.folded,
             "moved_case_ids": [case.pk for case, _, _ in moves[:_LOGGED_IDS]],
         },
     )

@@ -120,7 +120,8 @@ def test_triage_same_team_records_no_event(teams, topics):
     ).exists()
 
 
-def test_triage_keeps_key_held_by_open_case(topics, caplog):
+def test_triage_keeps_key_held_by_open_case(teams, topics, caplog):
+    TeamMemberFactory(team=teams["IT"])
     customer = CustomerFactory()
     held_key = f"c{customer.pk}:t{topics['delivery'].pk}"
     holder = CaseFactory(
@@ -130,7 +131,9 @@ def test_triage_keeps_key_held_by_open_case(topics, caplog):
         topic=topics["delivery"],
         dedup_key=held_key,
     )
+    # An agent has the case, so it is not folded into the holder.
     case = opened_without_topic(customer=customer)
+    assert case.assignee_id is not None
 
     with caplog.at_level(logging.WARNING, logger="cases.triage"):
         analyze(case)
@@ -235,3 +238,54 @@ def test_triage_queries_constant():
 
     assert len(several_queries) == len(single_queries)
     assert Case.objects.filter(topic__isnull=True).count() == 0
+
+
+def test_triage_folds_untouched_case_into_holder(topics):
+    customer = CustomerFactory()
+    holder = CaseFactory(
+        trigger_feedback=FeedbackFactory(
+            customer=customer, score=1, primary_topic=topics["delivery"]
+        ),
+        topic=topics["delivery"],
+        dedup_key=f"c{customer.pk}:t{topics['delivery'].pk}",
+        state=Case.State.WAITING,
+    )
+    case = opened_without_topic(customer=customer)
+    assert case.assignee_id is None
+    feedback_id = case.trigger_feedback_id
+
+    analyze(case)
+
+    case.refresh_from_db()
+    holder.refresh_from_db()
+    assert case.state == Case.State.CLOSED
+    assert case.is_open is False
+    assert case.merged_into == holder
+    assert case.topic == topics["delivery"]
+    assert list(case.feedback.all()) == []
+    assert feedback_id in holder.feedback.values_list("pk", flat=True)
+    assert holder.state == Case.State.IN_PROGRESS
+    kinds = set(holder.events.values_list("kind", flat=True))
+    assert {CaseEvent.Kind.FEEDBACK_ATTACHED, CaseEvent.Kind.MERGED} <= kinds
+    assert case.events.filter(kind=CaseEvent.Kind.MERGED).exists()
+    keys = list(Case.objects.filter(is_open=True, customer=customer).values_list("dedup_key", flat=True))
+    assert keys == [holder.dedup_key]
+
+
+def test_triage_result_counts_folded_case(topics):
+    customer = CustomerFactory()
+    CaseFactory(
+        trigger_feedback=FeedbackFactory(
+            customer=customer, score=1, primary_topic=topics["delivery"]
+        ),
+        topic=topics["delivery"],
+        dedup_key=f"c{customer.pk}:t{topics['delivery'].pk}",
+    )
+    case = opened_without_topic(customer=customer)
+    Feedback.objects.filter(pk=case.trigger_feedback_id).update(
+        primary_topic=topics["delivery"]
+    )
+
+    result = case_triage_after_analysis(feedback_ids=[case.trigger_feedback_id])
+
+    assert result == TriageResult(topics_set=1, keys_changed=0, keys_kept=0, folded=1)
