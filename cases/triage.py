@@ -394,12 +394,12 @@ def _cases_fold(cases: Sequence[Case], holders: dict[int, int], *, now: datetime
     """Merge each case into the open case that has its topic key.
 
     Only for cases that are still new with no agent, so no person has
-    worked on them: their feedback moves to the other case with
-    ``feedback_attached`` events, the case closes with ``merged_into`` set,
-    both get a ``merged`` event with no actor, and the other case resumes
-    if it was waiting on the customer. A few queries per folded case; a
-    case only folds when its customer already had an open case for the
-    topic.
+    worked on them. Their feedback moves to the other case with
+    ``feedback_attached`` events, and the case closes with ``merged_into``
+    set. Both get a ``merged`` event with no actor, and the other case
+    resumes if it was waiting on the customer. Costs a few queries per
+    folded case, which is rare: its customer must already have an open case
+    for the topic.
     """
     if not cases:
         return
