@@ -207,7 +207,12 @@ def _feedback_insert(
     evaluated_kinds = kinds_evaluated_at_intake()
     encode = _RAW_ENCODER.encode
     rows = []
-    for pk, item in zip(ids, items):
+    # Rows go in sorted by key, so that two writers whose chunks share keys
+    # wait on each other in one order instead of deadlocking on the unique
+    # index. The ids keep the input order, because a new case's trigger is
+    # the lowest id among its key's rows in the chunk.
+    by_key = sorted(zip(ids, items), key=lambda pair: (pair[1].source, pair[1].external_id))
+    for pk, item in by_key:
         customer_id = customer_ids.get(item.customer)
         evaluated_at = now if item.kind in evaluated_kinds else None
         rows.append(

@@ -220,7 +220,9 @@ def _customer_ids(items: Sequence[FeedbackInput]) -> dict[str, int]:
         ).values_list("id", "external_id", *_CONTACT_FIELDS)
     }
     ids = {external_id: row[0] for external_id, row in stored.items()}
-    missing = [key for key in details if key not in stored]
+    # Sorted, so that two writers creating the same customers wait on each
+    # other in one order instead of deadlocking on the unique index.
+    missing = sorted(key for key in details if key not in stored)
     if missing:
         ids.update(_customers_create(missing, details))
     _fill_customer_blanks(stored, details)

@@ -1,0 +1,111 @@
+"""The PostgreSQL import path under concurrent writers and awkward files."""
+
+import threading
+import time
+
+import pytest
+from django.db import connections, transaction
+from django.utils import timezone
+
+from feedback import bulk
+from feedback.intake import validate_item
+from feedback.models import Customer, Feedback
+# The PostgreSQL-only skip and the fixture that leaves rows unanalysed.
+from tests.feedback.test_bulk_import import _postgresql_only, no_analysis  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _items(external_ids: list[str], *, customers: list[str] | None = None):
+    now = timezone.now()
+    defaults = {"kind": "nps", "source": "survey", "language": ""}
+    customers = customers or [""] * len(external_ids)
+    return [
+        validate_item(
+            {
+                "external_id": external_id,
+                "customer": customer,
+                "score": "9",
+                "comment": f"answer {external_id}",
+            },
+            defaults=defaults,
+            now=now,
+        )
+        for external_id, customer in zip(external_ids, customers)
+    ]
+
+
+def _hold_then_insert(create, keys: tuple[str, str], holding_first, errors) -> None:
+    """Insert ``keys`` in one transaction of another connection, pausing
+    after each so that the test's writer runs into them uncommitted."""
+    try:
+        with transaction.atomic():
+            for key in keys:
+                create(key)
+                holding_first.set()
+                time.sleep(0.5)
+    except Exception as error:  # handed to the test thread
+        errors.append(error)
+    finally:
+        connections.close_all()
+
+
+def test_chunks_lock_shared_keys_in_one_order(no_analysis, monkeypatch):
+    # Another writer inserts key "a", and key "b" before it commits. A
+    # chunk that lists "b" before "a" would insert "b" and then wait on
+    # "a", and the two writers would deadlock.
+    holding_first = threading.Event()
+    errors = []
+    thread = threading.Thread(
+        target=_hold_then_insert,
+        args=(
+            lambda key: Feedback.objects.create(
+                external_id=key, source="survey", kind="nps", score=9, comment=f"answer {key}"
+            ),
+            ("a", "b"),
+            holding_first,
+            errors,
+        ),
+    )
+    writes = []
+    real_write = bulk._chunk_write
+
+    def counted_write(items, customer_ids, *, now):
+        writes.append(len(items))
+        return real_write(items, customer_ids, now=now)
+
+    monkeypatch.setattr(bulk, "_chunk_write", counted_write)
+    thread.start()
+    holding_first.wait(timeout=5)
+    result, _ = bulk.feedback_store_chunk(inputs=_items(["b", "a"]), now=timezone.now())
+    thread.join()
+
+    assert errors == []
+    assert writes == [2]
+    assert result.duplicate_count == 2
+    assert Feedback.objects.count() == 2
+
+
+def test_new_customers_locked_in_one_order(no_analysis):
+    # As above, for the customers a chunk creates in a transaction of its own.
+    holding_first = threading.Event()
+    errors = []
+    thread = threading.Thread(
+        target=_hold_then_insert,
+        args=(
+            lambda key: Customer.objects.create(external_id=key),
+            ("ca", "cb"),
+            holding_first,
+            errors,
+        ),
+    )
+    thread.start()
+    holding_first.wait(timeout=5)
+    result, _ = bulk.feedback_store_chunk(
+        inputs=_items(["x1", "x2"], customers=["cb", "ca"]), now=timezone.now()
+    )
+    thread.join()
+
+    assert errors == []
+    assert result.created_count == 2
+    assert Customer.objects.count() == 2
