@@ -394,6 +394,16 @@ def _jsonl_rows(handle) -> Iterator:
         if not isinstance(value, dict):
             yield number, {"line": line}, "line is not a JSON object"
             continue
+        # A \uD800-\uDFFF escape outside a surrogate pair decodes to a
+        # lone surrogate, which PostgreSQL and UTF-8 cannot store.
+        if "\\ud" in line.lower() and _has_undecodable(
+            [json.dumps(value, ensure_ascii=False)]
+        ):
+            yield number, {"line": line}, (
+                "line contains a \\u escape of a lone surrogate, which is not "
+                "valid Unicode; remove it or escape the whole surrogate pair"
+            )
+            continue
         yield number, value, None
 
 

@@ -2,8 +2,10 @@
 
 import threading
 import time
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import connections, transaction
 from django.utils import timezone
 
@@ -109,3 +111,26 @@ def test_new_customers_locked_in_one_order(no_analysis):
     assert errors == []
     assert result.created_count == 2
     assert Customer.objects.count() == 2
+
+
+def _import(path) -> str:
+    """Import an NPS file and return the summary line."""
+    out = StringIO()
+    call_command(
+        "import_feedback", str(path), "--source", "survey", "--kind", "nps",
+        "--no-progress", stdout=out, stderr=StringIO(),
+    )
+    return out.getvalue().strip()
+
+
+def test_jsonl_lone_surrogate_rejects_row(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    path.write_text(
+        '{"external_id": "s1", "score": 3, "comment": "ok", "product": "\\ud800"}\n'
+        '{"external_id": "s2", "score": 3, "comment": "smile \\ud83d\\ude00"}\n',
+        encoding="utf-8",
+    )
+    assert _import(path) == "imported 1, duplicates 0, rejected 1"
+    rejected = (tmp_path / "answers.jsonl.rejected.csv").read_text(encoding="utf-8")
+    assert "surrogate" in rejected
+    assert Feedback.objects.get().comment == "smile \U0001f600"
