@@ -43,6 +43,7 @@ FIELDS = (
 MAX_LENGTHS = {
     "external_id": 200,
     "customer": 200,
+    "email": 254,
     "name": 200,
     "segment": 100,
     "touchpoint": 50,
@@ -286,6 +287,13 @@ def validate_item(
         # Without a customer id the email address identifies the customer,
         # so two complaints from one address share a case.
         customer = email
+        if len(customer) > MAX_LENGTHS["customer"]:
+            raise InvalidItem(
+                "email",
+                f"email is {len(email)} characters long, and an email that "
+                f"identifies the customer may have {MAX_LENGTHS['customer']} at most; "
+                "give the row a customer id.",
+            )
     return FeedbackInput(
         external_id=external_id,
         kind=kind,

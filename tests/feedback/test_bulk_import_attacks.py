@@ -134,3 +134,23 @@ def test_jsonl_lone_surrogate_rejects_row(tmp_path):
     rejected = (tmp_path / "answers.jsonl.rejected.csv").read_text(encoding="utf-8")
     assert "surrogate" in rejected
     assert Feedback.objects.get().comment == "smile \U0001f600"
+
+
+def test_email_too_long_rejects_row(tmp_path):
+    local = "a" * 60
+    long_email = f"{local}.{local}.{local}.{local}@example.com"  # 255 characters
+    customer_email = f"{local}.{local}.{local}@example.com"  # 194 characters
+    key_email = f"{local}.{local}.{local}.abcdefgh@example.com"  # 203 characters
+    path = tmp_path / "answers.csv"
+    path.write_text(
+        "external_id,customer,email,score\n"
+        f"e1,c1,{long_email},3\n"
+        f"e2,,{key_email},3\n"
+        f"e3,,{customer_email},3\n"
+        f"e4,c4,{key_email},3\n",
+        encoding="utf-8",
+    )
+    assert _import(path) == "imported 2, duplicates 0, rejected 2"
+    rejected = (tmp_path / "answers.csv.rejected.csv").read_text(encoding="utf-8")
+    assert "email is 255 characters long; the maximum is 254." in rejected
+    assert "email is 203 characters long" in rejected
