@@ -157,6 +157,7 @@ def cases_open_for_chunk(*, now: datetime) -> EvaluationResult:
         matched = cursor.rowcount
         if not matched:
             return EvaluationResult(evaluated=evaluated)
+        _open_cases_hold(cursor)
         opened = _cases_insert(cursor, now=now)
         attached = matched - len(opened)
         _links_and_events(cursor, now=now)
@@ -183,6 +184,27 @@ def cases_open_for_chunk(*, now: datetime) -> EvaluationResult:
         },
     )
     return EvaluationResult(evaluated=evaluated, cases_opened=len(opened), attached=attached)
+
+
+def _open_cases_hold(cursor) -> None:
+    """Keep the open cases that the matches attach to from closing until
+    the chunk commits.
+
+    FOR KEY SHARE makes an agent's resolve or close (which locks the case
+    FOR UPDATE) wait for this transaction, and lets triage, assignment and
+    other chunks' updates through. A case that closed between the match
+    and the lock no longer counts: its matches open a new case instead.
+    """
+    quote = connection.ops.quote_name
+    cases = quote(Case._meta.db_table)
+    cursor.execute(
+        f"SELECT id FROM {cases} WHERE id IN (SELECT case_id FROM {_MATCH_TABLE}) "
+        f"ORDER BY id FOR KEY SHARE"
+    )
+    cursor.execute(
+        f"UPDATE {_MATCH_TABLE} m SET case_id = NULL FROM {cases} c "
+        f"WHERE c.id = m.case_id AND NOT c.is_open"
+    )
 
 
 _FIRSTS = (

@@ -154,3 +154,52 @@ def test_email_too_long_rejects_row(tmp_path):
     rejected = (tmp_path / "answers.csv.rejected.csv").read_text(encoding="utf-8")
     assert "email is 255 characters long; the maximum is 254." in rejected
     assert "email is 203 characters long" in rejected
+
+
+def _close_elsewhere(case_id: int, errors: list) -> None:
+    """Close the case in a transaction of another connection, as an agent's
+    resolve would, and commit."""
+    from cases.models import Case
+
+    try:
+        with transaction.atomic():
+            Case.objects.filter(pk=case_id).update(
+                state=Case.State.CLOSED, is_open=False, closed_at=timezone.now()
+            )
+    except Exception as error:  # handed to the test thread
+        errors.append(error)
+    finally:
+        connections.close_all()
+
+
+def test_case_closed_during_chunk_gets_no_feedback(no_analysis, monkeypatch):
+    from cases import bulk as case_bulk
+    from cases.models import Case, CaseFeedback
+
+    first = _items(["r1"], customers=["c1"])
+    first[0].score = 1
+    bulk.feedback_store_chunk(inputs=first, now=timezone.now())
+    closing = Case.objects.get()
+
+    # The agent closes the case after the chunk matched its new row to it
+    # and before the chunk holds the case.
+    real_hold = case_bulk._open_cases_hold
+    errors = []
+
+    def close_then_hold(cursor):
+        thread = threading.Thread(target=_close_elsewhere, args=(closing.pk, errors))
+        thread.start()
+        thread.join()
+        real_hold(cursor)
+
+    monkeypatch.setattr(case_bulk, "_open_cases_hold", close_then_hold)
+    later = _items(["r2"], customers=["c1"])
+    later[0].score = 2
+    _, evaluation = bulk.feedback_store_chunk(inputs=later, now=timezone.now())
+
+    assert errors == []
+    assert evaluation.cases_opened == 1
+    assert evaluation.attached == 0
+    assert CaseFeedback.objects.filter(case=closing).count() == 1
+    new_case = Case.objects.get(is_open=True)
+    assert new_case.trigger_feedback.external_id == "r2"
