@@ -209,11 +209,38 @@ def _check_keys_and_nul(item: dict) -> None:
             f"and put any other data under {EXTRA_KEY!r}.",
         )
     for key, value in item.items():
-        if isinstance(value, str) and "\x00" in value:
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
             raise InvalidItem(key, f"{key} contains a NUL character (\\x00); remove it.")
+        if not value.isascii() and _has_lone_surrogate(value):
+            raise InvalidItem(key, f"{key} {_LONE_SURROGATE}")
     extra = item.get(EXTRA_KEY)
-    if extra is not None and "\\u0000" in json.dumps(extra):
-        raise InvalidItem(EXTRA_KEY, f"{EXTRA_KEY} contains a NUL character (\\u0000); remove it.")
+    if extra is not None:
+        text = json.dumps(extra)
+        if "\\u0000" in text:
+            raise InvalidItem(EXTRA_KEY, f"{EXTRA_KEY} contains a NUL character (\\u0000); remove it.")
+        if "\\ud" in text and _has_lone_surrogate(json.dumps(extra, ensure_ascii=False)):
+            raise InvalidItem(EXTRA_KEY, f"{EXTRA_KEY} {_LONE_SURROGATE}")
+
+
+_LONE_SURROGATE = (
+    "contains half of a surrogate pair (a \\ud800-\\udfff escape on its own), "
+    "which is not valid Unicode; remove it or send the whole pair."
+)
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    """Tell whether the text holds a code point that UTF-8 cannot encode.
+
+    JSON may escape one half of a surrogate pair on its own; PostgreSQL
+    cannot store the result, so such text is rejected here.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def validate_item(

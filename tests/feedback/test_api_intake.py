@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -201,3 +203,16 @@ def test_post_identical_anonymous_items_are_distinct(client):
     assert first["created"] == 2
     assert again["duplicates"] == 2
     assert Feedback.objects.count() == 2
+
+
+def test_post_lone_surrogate_rejected_valid_kept(client):
+    good = json.dumps(detractor(external_id="ok"))
+    bad = json.dumps(detractor(external_id="bad")).replace(
+        '"The courier lost my parcel"', '"lost \\ud800 parcel"'
+    )
+    response = client.generic("POST", URL, f"[{good}, {bad}]", content_type="application/json")
+    body = response.json()
+    assert response.status_code == 400
+    assert body["created"] == 1
+    assert body["errors"][0]["field"] == "comment"
+    assert Feedback.objects.filter(external_id="ok").exists()

@@ -121,3 +121,11 @@ def test_occurred_before_1970_rejected():
     assert valid(occurred_at="1970-01-01T00:00:00+00:00").occurred_at.year == 1970
     with pytest.raises(InvalidItem, match="lies before 1970"):
         valid(occurred_at="1900-01-01")
+
+
+def test_lone_surrogate_rejected_pair_kept():
+    assert valid(comment="great \U0001f600").comment == "great \U0001f600"
+    with pytest.raises(InvalidItem, match="comment contains half of a surrogate pair"):
+        valid(comment="bad \ud800 text")
+    with pytest.raises(InvalidItem, match="metadata contains half of a surrogate pair"):
+        valid(metadata={"note": "x\udc00"})
