@@ -231,7 +231,7 @@ _LONE_SURROGATE = (
 
 
 def _has_lone_surrogate(text: str) -> bool:
-    """Tell whether the text holds a code point that UTF-8 cannot encode.
+    """Tell whether the text contains a code point that UTF-8 cannot encode.
 
     JSON may escape one half of a surrogate pair on its own; PostgreSQL
     cannot store the result, so such text is rejected here.

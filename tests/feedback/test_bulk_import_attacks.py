@@ -182,7 +182,7 @@ def test_case_closed_during_chunk_gets_no_feedback(no_analysis, monkeypatch):
     closing = Case.objects.get()
 
     # The agent closes the case after the chunk matched its new row to it
-    # and before the chunk holds the case.
+    # and before the chunk locks the case.
     real_hold = case_bulk._open_cases_hold
     errors = []
 
