@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from cases.models import Case, CaseFeedback
 from cases.services import EvaluationResult, feedback_evaluate
 from feedback.models import Feedback
+from tests.threads import run_at_once
 
 from .factories import CustomerFactory, FeedbackFactory
 
@@ -19,30 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _evaluate_in_threads(id_lists: list[list[int]]) -> list[EvaluationResult]:
-    results: list[EvaluationResult | BaseException] = [None] * len(id_lists)
-    barrier = threading.Barrier(len(id_lists))
-
-    def run(index: int, ids: list[int]) -> None:
-        try:
-            barrier.wait()
-            results[index] = feedback_evaluate(feedback_ids=ids)
-        except BaseException as error:  # re-raised in the test thread below
-            results[index] = error
-        finally:
-            connection.close()
-
-    threads = [
-        threading.Thread(target=run, args=(index, ids))
-        for index, ids in enumerate(id_lists)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results
+    return run_at_once(lambda ids: feedback_evaluate(feedback_ids=ids), id_lists)
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 import itertools
 import os
-import threading
 
 import pytest
 from django.db import connection
@@ -15,6 +14,7 @@ from feedback.rollups import rollup_rebuild, rollup_record
 from feedback.services import feedback_analyze
 from feedback.tasks import feedback_analyze_task
 from tests.cases.factories import CustomerFactory
+from tests.threads import run_at_once
 
 REQUIRE_SERVICES = os.environ.get("OSCM_REQUIRE_SERVICES") == "1"
 
@@ -218,30 +218,7 @@ def test_analyze_reads_changed_keywords():
 
 
 def _analyze_in_threads(id_lists: list[list[int]]) -> list[int]:
-    results: list[int | BaseException | None] = [None] * len(id_lists)
-    barrier = threading.Barrier(len(id_lists))
-
-    def run(index: int, ids: list[int]) -> None:
-        try:
-            barrier.wait()
-            results[index] = feedback_analyze(feedback_ids=ids)
-        except BaseException as error:  # re-raised in the test thread below
-            results[index] = error
-        finally:
-            connection.close()
-
-    threads = [
-        threading.Thread(target=run, args=(index, ids))
-        for index, ids in enumerate(id_lists)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results
+    return run_at_once(lambda ids: feedback_analyze(feedback_ids=ids), id_lists)
 
 
 @pytest.mark.django_db(transaction=True)
