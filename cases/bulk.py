@@ -26,12 +26,14 @@ from django.db import IntegrityError, connection
 from feedback.models import Feedback
 
 from .escalation import case_sla_apply
-from .models import Case, CaseEvent, CaseFeedback, CaseRule, RoutingRule, Team
+from .models import Case, CaseEvent, CaseFeedback, CaseRule
+from . import selectors
 from .services import (
     ClaimedFeedback,
     EvaluationResult,
     case_route,
     case_rule_match,
+    kinds_decided_by_score,
 )
 from .workflow import _cases_resume_waiting
 
@@ -69,25 +71,19 @@ _CASE_SET = (
 )
 
 
-def _active_rules() -> dict[str, list[CaseRule]]:
-    rules: dict[str, list[CaseRule]] = {}
-    for rule in CaseRule.objects.filter(is_active=True).order_by("position", "pk"):
-        rules.setdefault(rule.kind, []).append(rule)
-    return rules
-
-
 def kinds_evaluated_at_intake(rules: dict[str, list[CaseRule]] | None = None) -> set[str]:
-    """Return the kinds whose rules decide on the score alone.
+    """Return the kinds whose rows are evaluated while they are stored.
 
-    Their rows are evaluated while they are stored. A kind with a rule that
-    reads the sentiment, and text, waits for the analysis.
+    Those are the kinds whose rules decide on the score alone, text
+    excepted. A kind with a rule that reads the sentiment, and text, waits
+    for the analysis.
     """
-    rules = _active_rules() if rules is None else rules
+    rules = selectors.case_rules_by_kind() if rules is None else rules
+    decided = kinds_decided_by_score(rules)
     return {
         str(kind)
         for kind in Feedback.Kind.values
-        if kind != Feedback.Kind.TEXT
-        and not any(rule.sentiment_max is not None for rule in rules.get(kind, ()))
+        if kind != Feedback.Kind.TEXT and (kind in decided or kind not in rules)
     }
 
 
@@ -114,12 +110,16 @@ def _columns(rows: list[tuple], count: int) -> list[list]:
     return [[row[index] for row in rows] for index in range(count)]
 
 
-def cases_open_for_chunk(*, now: datetime) -> EvaluationResult:
+def cases_open_for_chunk(
+    *, now: datetime, rules: dict[str, list[CaseRule]] | None = None
+) -> EvaluationResult:
     """Evaluate the rows of ``CHUNK_TABLE`` that carry ``evaluated_at``.
 
-    Must run in the transaction that stored them.
+    ``rules`` are the active case rules by kind, read here if not given.
+    Must run in the transaction that stored the rows.
     """
-    rules = _active_rules()
+    if rules is None:
+        rules = selectors.case_rules_by_kind()
     quote = connection.ops.quote_name
     cases = quote(Case._meta.db_table)
     with connection.cursor() as cursor:
@@ -285,12 +285,7 @@ def _cases_insert(cursor, *, now: datetime) -> list[tuple]:
 
 def _routes(touchpoints: set[str]) -> dict[str, tuple[int, int | None, str]]:
     """Route a case without a topic from each touchpoint, as ``case_open`` does."""
-    rules = list(
-        RoutingRule.objects.filter(is_active=True)
-        .select_related("team", "topic")
-        .order_by("position", "pk")
-    )
-    fallback_team = Team.objects.filter(is_fallback=True).first()
+    rules, fallback_team = selectors.routing_rules_active()
     routes = {}
     for touchpoint in touchpoints:
         decision = case_route(
@@ -387,7 +382,7 @@ def _links_and_events(cursor, *, now: datetime) -> None:
     waiting = {row[0] for row in cursor.fetchall()}
     resumed = _cases_resume_waiting(case_ids=waiting, now=now)
     # Locked in id order, as the triage and the workflow lock cases, so
-    # that this UPDATE and theirs cannot deadlock.
+    # that this UPDATE and theirs take shared cases in the same order.
     cursor.execute(
         f"UPDATE {cases} SET updated_at = %s WHERE id IN ("
         f"SELECT id FROM {cases} WHERE id IN ({touched}) ORDER BY id FOR UPDATE)",

@@ -10,7 +10,7 @@ from django.db.models.functions import Coalesce
 
 from feedback.models import Feedback
 
-from .models import Case, Team, TeamMember
+from .models import Case, CaseRule, RoutingRule, Team, TeamMember
 
 # Text feedback with a comment needs its sentiment before the text rule can
 # judge it, so evaluation leaves it alone until the analysis stamps
@@ -89,3 +89,23 @@ def case_list_for_team(*, team: Team, is_open: bool = True) -> QuerySet[Case]:
         .select_related("customer", "assignee", "topic", "rule")
         .order_by("-priority", "opened_at", "pk")
     )
+
+
+def routing_rules_active() -> tuple[list[RoutingRule], Team | None]:
+    """Return the active routing rules in the order they are tried, with
+    their teams and topics, and the fallback team (None if no team is one)."""
+    rules = list(
+        RoutingRule.objects.filter(is_active=True)
+        .select_related("team", "topic")
+        .order_by("position", "pk")
+    )
+    return rules, Team.objects.filter(is_fallback=True).first()
+
+
+def case_rules_by_kind() -> dict[str, list[CaseRule]]:
+    """Return the active case rules of each feedback kind, in the order they
+    are tried."""
+    rules: dict[str, list[CaseRule]] = {}
+    for rule in CaseRule.objects.filter(is_active=True).order_by("position", "pk"):
+        rules.setdefault(rule.kind, []).append(rule)
+    return rules

@@ -229,7 +229,8 @@ def case_assign(*, cases: Sequence[Case], now: datetime) -> int:
     team_ids = sorted({case.team_id for case in cases})
     # FOR NO KEY UPDATE: two assigners still wait on each other, but the
     # foreign-key checks of other transactions' new cases (FOR KEY SHARE on
-    # the team) do not, so an import and an assigner cannot deadlock there.
+    # the team) do not, so an import and an assigner do not deadlock on the
+    # team rows.
     teams = {
         team.pk: team
         for team in Team.objects.select_for_update(no_key=True)
@@ -452,12 +453,7 @@ def _cases_route(*, cases: Sequence[Case], matches: dict[str, RuleMatch]) -> Non
     """
     if not cases:
         return
-    rules = list(
-        RoutingRule.objects.filter(is_active=True)
-        .select_related("team", "topic")
-        .order_by("position", "pk")
-    )
-    fallback_team = Team.objects.filter(is_fallback=True).first()
+    rules, fallback_team = selectors.routing_rules_active()
     decisions: dict[tuple[int | None, str], RoutingDecision] = {}
     for case in cases:
         touchpoint = matches[case.dedup_key].feedback.touchpoint
@@ -671,32 +667,36 @@ def feedback_evaluate(*, feedback_ids: Iterable[int]) -> EvaluationResult:
     )
 
 
+def kinds_decided_by_score(rules_by_kind: dict[str, list[CaseRule]]) -> set[str]:
+    """Return the kinds whose case rules set no sentiment bound, so that the
+    kind and score of a feedback decide its match."""
+    return {
+        kind
+        for kind, rules in rules_by_kind.items()
+        if not any(rule.sentiment_max is not None for rule in rules)
+    }
+
+
 def feedback_evaluate_rows(
     *, rows: Sequence[ClaimedFeedback], now: datetime
 ) -> CaseOpenResult:
-    """Match rows that the caller holds against the case rules and open or
-    attach their cases.
+    """Match rows that the caller has claimed against the case rules and open
+    or attach their cases.
 
-    The caller owns the rows: ``feedback_evaluate`` claims them first, and the
-    bulk import inserts them in the same transaction with ``evaluated_at``
-    already set. Must run inside a transaction.
+    ``feedback_evaluate`` claims the rows first. Must run inside a
+    transaction.
     """
-    rules_by_kind: dict[str, list[CaseRule]] = {}
-    for rule in CaseRule.objects.filter(is_active=True).order_by("position", "pk"):
-        rules_by_kind.setdefault(rule.kind, []).append(rule)
-    reads_sentiment = {
-        kind: any(rule.sentiment_max is not None for rule in rules)
-        for kind, rules in rules_by_kind.items()
-    }
-    # A rule without a sentiment bound decides on kind and score alone, so
-    # its match and reason are worked out once per (kind, score) and shared.
+    rules_by_kind = selectors.case_rules_by_kind()
+    by_score_kinds = kinds_decided_by_score(rules_by_kind)
+    # Rules that decide on kind and score alone give one match and reason
+    # per (kind, score), worked out once and shared.
     by_score: dict[tuple[str, int | None], tuple[CaseRule, str] | None] = {}
     matches = []
     for feedback in rows:
         rules = rules_by_kind.get(feedback.kind)
         if not rules:
             continue
-        if reads_sentiment[feedback.kind]:
+        if feedback.kind not in by_score_kinds:
             match = case_rule_match(feedback=feedback, rules=rules)
             if match:
                 matches.append(match)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from feedback import pgcopy
 from feedback.models import Feedback
 from oscm.errors import DomainError
 
@@ -116,26 +116,26 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
         if case.pk in holders and case.state == Case.State.NEW and case.assignee_id is None
     ]
     folded_ids = {case.pk for case in folded}
-    kept = [case for case in cases if case.pk not in folded_ids]
-    old_key_cases = [case for case in kept if case.pk in holders]
+    unmerged = [case for case in cases if case.pk not in folded_ids]
+    old_key_cases = [case for case in unmerged if case.pk in holders]
     rerouted = [
         case
-        for case in kept
+        for case in unmerged
         if case.state == Case.State.NEW and case.assignee_id is None
     ]
     moves = _cases_reroute(rerouted, triggers)
     _sla_reapply(rerouted, now=now)
     case_assign(cases=rerouted, now=now)
     assigned = [case for case in rerouted if case.assignee_id is not None]
-    if kept:
-        old_key_cases += _cases_save(kept, old_keys)
+    if unmerged:
+        old_key_cases += _cases_save(unmerged, old_keys)
     _cases_fold(folded, holders, now=now)
     _moves_record(moves, now=now)
     _assignments_record(assigned, now=now)
 
     result = TriageResult(
         topics_set=len(with_topic),
-        keys_changed=sum(1 for case in kept if case.dedup_key != old_keys[case.pk]),
+        keys_changed=sum(1 for case in unmerged if case.dedup_key != old_keys[case.pk]),
         keys_kept=len(old_key_cases),
         rerouted=len(rerouted),
         moved=len(moves),
@@ -144,17 +144,6 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
     )
     _log_result(result, old_key_cases=old_key_cases, moves=moves)
     return result
-
-
-def _id_filter(ids: list[int]):
-    """Return what ``__in`` should compare with for a batch of ids.
-
-    On PostgreSQL the ids travel as one array rather than thousands of bind
-    parameters.
-    """
-    if connection.vendor != "postgresql":
-        return ids
-    return RawSQL("SELECT unnest(%s::bigint[])", ["{" + ",".join(map(str, ids)) + "}"])
 
 
 def _cases_lock(ids: list[int]) -> tuple[list[Case], dict[int, ClaimedFeedback]]:
@@ -169,7 +158,7 @@ def _cases_lock(ids: list[int]) -> tuple[list[Case], dict[int, ClaimedFeedback]]
     """
     triggers = {
         row[0]: ClaimedFeedback._make(row)
-        for row in Feedback.objects.filter(pk__in=_id_filter(ids)).values_list(
+        for row in Feedback.objects.filter(pk__in=pgcopy.in_values(ids, sql_type="bigint")).values_list(
             *_TRIGGER_FIELDS
         )
     }
@@ -182,7 +171,7 @@ def _cases_lock(ids: list[int]) -> tuple[list[Case], dict[int, ClaimedFeedback]]
         .filter(
             is_open=True,
             topic__isnull=True,
-            trigger_feedback_id__in=_id_filter(sorted(triggers)),
+            trigger_feedback_id__in=pgcopy.in_values(sorted(triggers), sql_type="bigint"),
         )
         .order_by("pk")
     )
@@ -224,12 +213,7 @@ def _cases_reroute(
     changes, in memory; return (case, old team id, decision) per move."""
     if not cases:
         return []
-    rules = list(
-        RoutingRule.objects.filter(is_active=True)
-        .select_related("team", "topic")
-        .order_by("position", "pk")
-    )
-    fallback_team = Team.objects.filter(is_fallback=True).first()
+    rules, fallback_team = selectors.routing_rules_active()
     decisions: dict[tuple[int | None, str], RoutingDecision | None] = {}
     moves = []
     for case in cases:

@@ -15,8 +15,8 @@ Until then the rows have no topic, so their cases are keyed and routed
 without one, and ``cases.triage`` completes them after the analysis. Rows
 of a kind whose case rules read the sentiment wait for it unevaluated.
 
-Duplicates and conflicts (a reused id with other content) are told apart
-exactly as in ``feedback_ingest``. The keys are not looked up first: a new
+Duplicates and conflicts (a reused id with other content) are
+distinguished exactly as in ``feedback_ingest``. The keys are not looked up first: a new
 file has none stored, and when some are (a file imported again, or another
 writer), the COPY fails on the unique index and the chunk's rows go in
 with ``ON CONFLICT DO NOTHING`` instead.
@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from psycopg.errors import DeadlockDetected, SerializationFailure
 
+from cases import selectors
 from cases.bulk import CHUNK_TABLE, cases_open_for_chunk, kinds_evaluated_at_intake
 from cases.services import EvaluationResult
 
@@ -147,11 +148,19 @@ def _chunk_write(
     items: list[FeedbackInput], customer_ids: dict[str, int], *, now: datetime
 ) -> tuple[dict[tuple[str, str], int], EvaluationResult]:
     with transaction.atomic():
+        # Read once, inside the transaction, for the insert and the evaluation.
+        rules = selectors.case_rules_by_kind()
         with connection.cursor() as cursor:
             _tables_ensure(cursor)
-            inserted = _feedback_insert(cursor, items, customer_ids, now=now)
+            inserted = _feedback_insert(
+                cursor,
+                items,
+                customer_ids,
+                now=now,
+                evaluated_kinds=kinds_evaluated_at_intake(rules),
+            )
             _rollups_add(cursor)
-        evaluation = cases_open_for_chunk(now=now)
+        evaluation = cases_open_for_chunk(now=now, rules=rules)
         if inserted:
             _queue_analysis(sorted(inserted.values()))
     return inserted, evaluation
@@ -165,13 +174,13 @@ def _queue_analysis(feedback_ids: list[int]) -> None:
     size = settings.OSCM_BATCH_SIZE
     for start in range(0, len(feedback_ids), size):
         batch = feedback_ids[start : start + size]
-        # robust: the chunk is stored whatever happens to the queueing, and
-        # the analysis sweep picks up rows whose task never ran.
+        # robust: the chunk stays stored if queueing fails, and the periodic
+        # analysis sweep (feedback_analyze_pending) picks up those rows.
         transaction.on_commit(partial(feedback_analyze_task.delay, batch), robust=True)
 
 
 def _tables_ensure(cursor) -> None:
-    """Create this session's temporary table once, which each commit empties."""
+    """Create this connection's temporary table once, which each commit empties."""
     cursor.execute(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {CHUNK_TABLE} ("
         "id bigint, customer_id bigint, kind text, score smallint, source text, "
@@ -186,14 +195,15 @@ def _feedback_insert(
     customer_ids: dict[str, int],
     *,
     now: datetime,
+    evaluated_kinds: set[str],
 ) -> dict[tuple[str, str], int]:
     """Write the new rows to the feedback table and return their ids by key.
 
     Ids come from the table's sequence in one statement and the rows go in
-    by COPY, which writes them in batches: no staging table and no
-    per-row conflict check. The
-    rows the rollups and the evaluation read are COPY'd to ``CHUNK_TABLE``
-    too. Rows of kinds evaluated at intake carry ``evaluated_at``.
+    by binary COPY, with no staging table and no per-row conflict check.
+    The columns that the rollups and the evaluation read are then copied to
+    ``CHUNK_TABLE`` by one INSERT ... SELECT. Rows of ``evaluated_kinds``
+    carry ``evaluated_at``.
     """
     if not items:
         return {}
@@ -204,7 +214,6 @@ def _feedback_insert(
         "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [sequence, len(items)]
     )
     ids = [row[0] for row in cursor.fetchall()]
-    evaluated_kinds = kinds_evaluated_at_intake()
     encode = _RAW_ENCODER.encode
     rows = []
     # Rows go in sorted by key, so that two writers whose chunks share keys

@@ -9,7 +9,7 @@ with stored ones go through a temporary staging table and one
 stay in the database exactly as with plain INSERTs.
 
 Only for ``connection.vendor == "postgresql"``; callers keep their INSERT
-path for SQLite.
+path for SQLite. ``in_values`` also serves SQLite, with a plain list.
 """
 
 import json
@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import connection, models
+from django.db.models.expressions import RawSQL
 from psycopg.types.json import Jsonb
 from django.db.models.fields import AutoFieldMixin
 
@@ -46,6 +47,19 @@ def copy_rows(
         write = copy.write_row
         for row in rows:
             write(row)
+
+
+def in_values(values: Iterable, *, sql_type: str):
+    """Return what a ``__in`` lookup should compare with for a batch of values.
+
+    On PostgreSQL the values travel as one array (``SELECT unnest(%s::type[])``)
+    rather than one bind parameter each, which psycopg would interpolate and
+    PostgreSQL parse on every batch. Other databases get the list as it is.
+    """
+    values = list(values)
+    if connection.vendor != "postgresql":
+        return values
+    return RawSQL(f"SELECT unnest(%s::{sql_type}[])", [values])
 
 
 def json_encoded(text: str) -> Jsonb:

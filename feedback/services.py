@@ -4,7 +4,7 @@ stored feedback."""
 import json
 import logging
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -12,7 +12,6 @@ from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from oscm.errors import DomainError
@@ -127,7 +126,7 @@ def ingest_result(
     """Tell, for each input, its stored id and whether it is new, a
     duplicate or a conflict.
 
-    ``inserted`` holds the keys this batch stored, ``existing`` the id and
+    ``inserted`` contains the keys this batch stored, ``existing`` the id and
     content of every other key. The first input of an inserted key is new;
     a later one with the same content is a duplicate, with other content a
     conflict, and likewise against stored content.
@@ -173,7 +172,7 @@ def _existing_ids(
     found: dict[tuple[str, str], tuple[int, tuple]] = {}
     for source, external_ids in by_source.items():
         rows = Feedback.objects.filter(
-            source=source, external_id__in=_key_list(set(external_ids))
+            source=source, external_id__in=pgcopy.in_values(set(external_ids), sql_type="text")
         ).values_list("external_id", "id", "kind", "score", "comment")
         found.update(
             {
@@ -182,18 +181,6 @@ def _existing_ids(
             }
         )
     return found
-
-
-def _key_list(keys: Collection[str]):
-    """Return what ``__in`` should compare with for a batch of text keys.
-
-    On PostgreSQL the keys travel as one array (``= ANY(%s)``) rather than
-    thousands of bind parameters, which psycopg would interpolate and
-    PostgreSQL parse on every batch.
-    """
-    if connection.vendor != "postgresql":
-        return keys
-    return RawSQL("SELECT unnest(%s::text[])", [list(keys)])
 
 
 _CONTACT_FIELDS = ("email", "name", "language", "segment")
@@ -216,7 +203,7 @@ def _customer_ids(items: Sequence[FeedbackInput]) -> dict[str, int]:
     stored = {
         row[1]: row
         for row in Customer.objects.filter(
-            external_id__in=_key_list(list(details))
+            external_id__in=pgcopy.in_values(details, sql_type="text")
         ).values_list("id", "external_id", *_CONTACT_FIELDS)
     }
     ids = {external_id: row[0] for external_id, row in stored.items()}
@@ -449,7 +436,7 @@ def feedback_analyze(*, feedback_ids: Sequence[int]) -> int:
     evaluated, such as text feedback, which waits for its sentiment.
 
     Idempotent: rows are claimed with FOR UPDATE SKIP LOCKED on PostgreSQL
-    and only while ``analyzed_at`` is null, so ids analysed already, locked
+    and only while ``analyzed_at`` is null. So ids analysed already, locked
     by a concurrent call or missing are skipped, and no row is analysed or
     counted in the rollups twice. Returns how many rows were analysed. The
     statements per call are constant whatever the number of ids.

@@ -381,13 +381,13 @@ def test_analysis_routes_and_assigns_bulk_cases(no_analysis):
     feedback_analyze(feedback_ids=list(Feedback.objects.values_list("pk", flat=True)))
 
     moved = Case.objects.get(trigger_feedback__external_id="d1")
-    kept = Case.objects.get(trigger_feedback__external_id="d2")
+    unmoved = Case.objects.get(trigger_feedback__external_id="d2")
     assert moved.team.name == "Customer Service"
     assert moved.topic.slug == "delivery"
     assert moved.assignee.username.startswith("Customer Service-")
     assert moved.state == Case.State.ASSIGNED
-    assert kept.team.name == "IT"
-    assert kept.topic is None
-    assert kept.assignee.username.startswith("IT-")
+    assert unmoved.team.name == "IT"
+    assert unmoved.topic is None
+    assert unmoved.assignee.username.startswith("IT-")
     assigned_events = CaseEvent.objects.filter(kind=CaseEvent.Kind.ASSIGNED)
     assert assigned_events.count() == 2
