@@ -255,7 +255,12 @@ class Case(models.Model):
         Feedback, on_delete=models.PROTECT, related_name="triggered_cases"
     )
     feedback = models.ManyToManyField(Feedback, through="CaseFeedback", related_name="cases")
-    topic = models.ForeignKey(Topic, null=True, blank=True, on_delete=models.SET_NULL)
+    # topic, root_cause and merged_into are empty on most cases (a case gets
+    # its topic after the text analysis), so their indexes of Meta cover only
+    # the rows that have one.
+    topic = models.ForeignKey(
+        Topic, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
     team = models.ForeignKey(
         Team, on_delete=models.PROTECT, related_name="cases", db_index=False
     )
@@ -286,13 +291,20 @@ class Case(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
 
     # Workflow
-    root_cause = models.ForeignKey(RootCause, null=True, blank=True, on_delete=models.PROTECT)
+    root_cause = models.ForeignKey(
+        RootCause, null=True, blank=True, on_delete=models.PROTECT, db_index=False
+    )
     resolution_note = models.TextField(blank=True)
     first_response_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     merged_into = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="merged_cases"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="merged_cases",
+        db_index=False,
     )
 
     # SLA: due times are stored so lists and sweeps filter on them directly.
@@ -337,6 +349,13 @@ class Case(models.Model):
                 name="case_open_first_response_due",
                 condition=Q(is_open=True, first_response_at__isnull=True),
             ),
+            models.Index(fields=["topic"], name="case_topic", condition=Q(topic__isnull=False)),
+            models.Index(
+                fields=["root_cause"], name="case_root_cause", condition=Q(root_cause__isnull=False)
+            ),
+            models.Index(
+                fields=["merged_into"], name="case_merged_into", condition=Q(merged_into__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -346,7 +365,8 @@ class Case(models.Model):
 class CaseFeedback(models.Model):
     """Feedback attached to a case: the trigger, and any that came later."""
 
-    case = models.ForeignKey(Case, on_delete=models.CASCADE)
+    # The unique constraint on (case, feedback) serves look-ups by case.
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, db_index=False)
     feedback = models.ForeignKey(Feedback, on_delete=models.CASCADE)
     attached_at = models.DateTimeField(default=timezone.now)
 
@@ -394,11 +414,20 @@ class CaseEvent(models.Model):
         LEFT_MESSAGE = "left_message", "Left a message"
         WRONG_CONTACT = "wrong_contact", "Wrong contact details"
 
-    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
+    # The (case, created_at) index of Meta serves look-ups by case.
+    case = models.ForeignKey(
+        Case, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     # PROTECT keeps the timeline true: a user with history is deactivated,
-    # never deleted, so no event loses its author. A null actor is the system.
+    # never deleted, so no event loses its author. A null actor is the system,
+    # which writes most events, so the actor index skips those rows.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
     changes = models.JSONField(default=dict, blank=True)
@@ -410,7 +439,10 @@ class CaseEvent(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["case", "created_at"], name="case_event_case_created")]
+        indexes = [
+            models.Index(fields=["case", "created_at"], name="case_event_case_created"),
+            models.Index(fields=["actor"], name="case_event_actor", condition=Q(actor__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} on case #{self.case_id}"

@@ -30,7 +30,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
-from psycopg.errors import DeadlockDetected, SerializationFailure
+from psycopg.errors import DeadlockDetected, ForeignKeyViolation, SerializationFailure
 
 from cases import selectors
 from cases.bulk import CHUNK_TABLE, cases_open_for_chunk, kinds_evaluated_at_intake
@@ -39,7 +39,13 @@ from cases.services import EvaluationResult
 from . import pgcopy
 from .intake import FeedbackInput
 from .models import Feedback, MetricRollup
-from .services import IngestResult, _customer_ids, _existing_ids, ingest_result
+from .services import (
+    _CONTACT_FIELDS,
+    IngestResult,
+    _customer_ids,
+    _existing_ids,
+    ingest_result,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +97,60 @@ _CHUNK_COLUMNS = (
 _RAW_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
+class CustomerCache:
+    """Ids of the customers that one import has stored, by external id.
+
+    A customer sends many rows, so most chunks of a file name customers
+    that an earlier chunk already looked up or created. Those skip the
+    look-up unless a row brings a contact detail that the stored customer
+    lacks (blanks are filled, as on every intake path). The ids are not
+    checked again here: the feedback table's foreign key checks them at
+    commit, and a chunk that names a customer deleted in the meantime is
+    stored again with the cache emptied. Writer threads share one cache.
+    """
+
+    def __init__(self, *, max_size: int = 1_000_000):
+        self.max_size = max_size
+        self._known: dict[str, tuple[int, tuple[bool, ...]]] = {}
+
+    def customer_ids(self, items: Sequence[FeedbackInput]) -> dict[str, int]:
+        """Return the customer ids of ``items``, creating the new customers."""
+        ids: dict[str, int] = {}
+        pending: dict[str, FeedbackInput] = {}
+        for item in items:
+            key = item.customer
+            if not key or key in ids or key in pending:
+                continue
+            entry = self._known.get(key)
+            if entry is not None and self._complete(entry[1], item):
+                ids[key] = entry[0]
+            else:
+                pending[key] = item
+        if pending:
+            learned: dict[str, tuple[int, tuple[bool, ...]]] = {}
+            # Only the first row of each customer brings contact details on
+            # the uncached path too, so the pending rows give the same result.
+            ids.update(_customer_ids(list(pending.values()), known=learned))
+            if len(self._known) + len(learned) <= self.max_size:
+                self._known.update(learned)
+        return ids
+
+    def clear(self) -> None:
+        self._known.clear()
+
+    @staticmethod
+    def _complete(filled: tuple[bool, ...], item: FeedbackInput) -> bool:
+        return all(
+            is_filled or not getattr(item, name)
+            for name, is_filled in zip(_CONTACT_FIELDS, filled)
+        )
+
+
 def feedback_store_chunk(
-    *, inputs: Sequence[FeedbackInput], now: datetime
+    *,
+    inputs: Sequence[FeedbackInput],
+    now: datetime,
+    customers: CustomerCache | None = None,
 ) -> tuple[IngestResult, EvaluationResult]:
     """Store a chunk of validated feedback, open its cases and queue its analysis.
 
@@ -101,7 +159,8 @@ def feedback_store_chunk(
     a short transaction of their own, so a second writer waits on them only
     briefly. The rest is one transaction with the same number of statements
     whatever the chunk's size, retried when PostgreSQL ends it to break a
-    deadlock with another writer.
+    deadlock with another writer. ``customers`` carries the customers of
+    earlier chunks of the same import.
     """
     if not inputs:
         return IngestResult(), EvaluationResult()
@@ -110,14 +169,31 @@ def feedback_store_chunk(
     for key, item in zip(keys, inputs):
         fresh.setdefault(key, item)
     new_items = list(fresh.values())
+    customers = customers or CustomerCache(max_size=0)
     with transaction.atomic():
-        customer_ids = _customer_ids(new_items)
+        customer_ids = customers.customer_ids(new_items)
 
     attempt = 1
     while True:
         try:
             inserted, evaluation = _chunk_write(new_items, customer_ids, now=now)
             break
+        except IntegrityError as error:
+            # A cached customer was deleted after an earlier chunk stored it.
+            if connection.in_atomic_block or not isinstance(error.__cause__, ForeignKeyViolation):
+                raise
+            if attempt >= _ATTEMPTS:
+                raise
+            logger.warning(
+                "Chunk of %d feedback named a customer deleted during the import; "
+                "looking its customers up again",
+                len(new_items),
+                extra={"feedback_count": len(new_items), "attempt": attempt},
+            )
+            customers.clear()
+            with transaction.atomic():
+                customer_ids = customers.customer_ids(new_items)
+            attempt += 1
         except OperationalError as error:
             if attempt >= _ATTEMPTS or connection.in_atomic_block or not _lock_conflict(error):
                 raise

@@ -25,7 +25,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from .analysis import Analyzer
-from .bulk import feedback_store_chunk
+from .bulk import CustomerCache, feedback_store_chunk
 from .intake import FIELDS, FeedbackInput, InvalidItem, validate_item
 from .services import IngestResult, feedback_ingest
 
@@ -223,8 +223,10 @@ def _store_for(*, bulk: bool) -> "_SerialStore":
         analyzer = Analyzer.from_database()
         return _SerialStore(lambda inputs: feedback_ingest(inputs=inputs, analyzer=analyzer))
 
+    customers = CustomerCache()
+
     def store(inputs: list[FeedbackInput]) -> IngestResult:
-        return feedback_store_chunk(inputs=inputs, now=timezone.now())[0]
+        return feedback_store_chunk(inputs=inputs, now=timezone.now(), customers=customers)[0]
 
     if connection.in_atomic_block or settings.OSCM_IMPORT_WRITERS < 1:
         return _SerialStore(store)

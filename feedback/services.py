@@ -186,12 +186,16 @@ def _existing_ids(
 _CONTACT_FIELDS = ("email", "name", "language", "segment")
 
 
-def _customer_ids(items: Sequence[FeedbackInput]) -> dict[str, int]:
+def _customer_ids(
+    items: Sequence[FeedbackInput], *, known: dict[str, tuple[int, tuple[bool, ...]]] | None = None
+) -> dict[str, int]:
     """Return customer ids by external id, creating the customers not stored yet.
 
     Contact details fill blanks of an existing customer and never overwrite
     a value already stored. Stored customers are read as tuples, not model
     instances, because a batch of thousands of rows reads thousands of them.
+    ``known``, when given, receives for each customer read or created here
+    its id and which of ``_CONTACT_FIELDS`` are filled once this commits.
     """
     details: dict[str, FeedbackInput] = {}
     for item in items:
@@ -210,19 +214,36 @@ def _customer_ids(items: Sequence[FeedbackInput]) -> dict[str, int]:
     # Sorted, so that two writers creating the same customers wait on each
     # other in one order instead of deadlocking on the unique index.
     missing = sorted(key for key in details if key not in stored)
+    created: dict[str, int] = {}
     if missing:
-        ids.update(_customers_create(missing, details))
+        created, lost = _customers_create(missing, details)
+        ids.update(created)
+        ids.update(lost)
     _fill_customer_blanks(stored, details)
+    if known is not None:
+        for key, (pk, _, *values) in stored.items():
+            item = details[key]
+            filled = (
+                bool(value) or bool(getattr(item, name))
+                for name, value in zip(_CONTACT_FIELDS, values)
+            )
+            known[key] = (pk, tuple(filled))
+        # A customer that another writer created first is left out, because
+        # its contact details are not known here.
+        for key, pk in created.items():
+            item = details[key]
+            known[key] = (pk, tuple(bool(getattr(item, name)) for name in _CONTACT_FIELDS))
     return ids
 
 
 def _customers_create(
     keys: list[str], details: dict[str, FeedbackInput]
-) -> dict[str, int]:
-    """Insert new customers and return the ids of all ``keys``.
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Insert new customers and return the ids of ``keys``: those created
+    here, and those that a concurrent batch created first.
 
-    A customer that a concurrent batch created first is skipped by the
-    insert and read back afterwards.
+    The insert skips a customer that a concurrent batch created first, and
+    its id is read back afterwards.
     """
     # Other columns take their model defaults, evaluated once per batch.
     defaults = {
@@ -257,11 +278,9 @@ def _customers_create(
         )
         ids = {}
     lost = [key for key in keys if key not in ids]
-    if lost:
-        ids.update(
-            Customer.objects.filter(external_id__in=lost).values_list("external_id", "id")
-        )
-    return ids
+    if not lost:
+        return ids, {}
+    return ids, dict(Customer.objects.filter(external_id__in=lost).values_list("external_id", "id"))
 
 
 def _fill_customer_blanks(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from cases.models import Case, CaseEvent, CaseFeedback, SlaPolicy, TeamMember
@@ -262,11 +262,11 @@ def test_writer_error_stops_import(tmp_path, monkeypatch):
 
     calls = []
 
-    def failing(*, inputs, now):
+    def failing(*, inputs, now, customers):
         calls.append(len(inputs))
         if len(calls) == 2:
             raise RuntimeError("database went away")
-        return original(inputs=inputs, now=now)
+        return original(inputs=inputs, now=now, customers=customers)
 
     original = importer.feedback_store_chunk
     monkeypatch.setattr(importer, "feedback_store_chunk", failing)
@@ -391,3 +391,64 @@ def test_analysis_routes_and_assigns_bulk_cases(no_analysis):
     assert unmoved.assignee.username.startswith("IT-")
     assigned_events = CaseEvent.objects.filter(kind=CaseEvent.Kind.ASSIGNED)
     assert assigned_events.count() == 2
+
+
+def _customer_queries(queries) -> list[str]:
+    return [query["sql"] for query in queries if "feedback_customer" in query["sql"]]
+
+
+def test_customer_cache_skips_known_customers(no_analysis):
+    from django.test.utils import CaptureQueriesContext
+
+    customers = bulk.CustomerCache()
+    rows = _rows(40)
+    bulk.feedback_store_chunk(inputs=_items(rows[:20]), now=timezone.now(), customers=customers)
+    with CaptureQueriesContext(connection) as queries:
+        result, _ = bulk.feedback_store_chunk(
+            inputs=_items(rows[20:]), now=timezone.now(), customers=customers
+        )
+    assert result.created_count == 20
+    assert _customer_queries(queries.captured_queries) == []
+    assert Customer.objects.count() == 9
+    # Every row still points at its own customer.
+    stored = Feedback.objects.filter(customer__isnull=False).values_list(
+        "external_id", "customer__external_id"
+    )
+    for external_id, customer in stored:
+        assert customer == f"c{int(external_id[1:]) % 9}"
+
+
+def test_customer_cache_fills_blank_later(no_analysis):
+    customers = bulk.CustomerCache()
+    first = {"external_id": "a", "customer": "c1", "score": "9", "occurred_at": "2026-10-01"}
+    second = {**first, "external_id": "b", "email": "c1@example.test", "name": "Ana"}
+    bulk.feedback_store_chunk(inputs=_items([first]), now=timezone.now(), customers=customers)
+    bulk.feedback_store_chunk(inputs=_items([second]), now=timezone.now(), customers=customers)
+    customer = Customer.objects.get(external_id="c1")
+    assert customer.email == "c1@example.test"
+    assert customer.name == "Ana"
+
+
+def test_customer_cache_never_overwrites(no_analysis):
+    customers = bulk.CustomerCache()
+    first = {"external_id": "a", "customer": "c1", "email": "old@example.test", "score": "9"}
+    second = {**first, "external_id": "b", "email": "new@example.test"}
+    bulk.feedback_store_chunk(inputs=_items([first]), now=timezone.now(), customers=customers)
+    bulk.feedback_store_chunk(inputs=_items([second]), now=timezone.now(), customers=customers)
+    assert Customer.objects.get(external_id="c1").email == "old@example.test"
+
+
+def test_customer_deleted_during_import(no_analysis):
+    customers = bulk.CustomerCache()
+    items = _items([{"external_id": "a", "customer": "gone", "score": "3", "touchpoint": "app"}])
+    with transaction.atomic():
+        customers.customer_ids(items)
+    # Deleted by someone else after an earlier chunk looked it up.
+    Customer.objects.filter(external_id="gone").delete()
+
+    result, evaluation = bulk.feedback_store_chunk(inputs=items, now=timezone.now(), customers=customers)
+
+    assert result.created_count == 1
+    feedback = Feedback.objects.get(external_id="a")
+    assert feedback.customer.external_id == "gone"
+    assert Case.objects.get().customer_id == feedback.customer_id
