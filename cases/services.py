@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -375,6 +376,174 @@ class _AgentPool:
             f"no available agent in {self.team.name}: {away} away, "
             f"{inactive} inactive, {full} at capacity"
         )
+
+
+@dataclass(frozen=True)
+class CaseAssignWaitingResult:
+    """Counts of one ``case_assign_waiting`` call: the teams that had a free
+    slot and queued cases, the queued cases locked, and those given an agent."""
+
+    teams: int = 0
+    locked: int = 0
+    assigned: int = 0
+
+
+# Queued cases that one ``case_assign_waiting`` call locks at most. It bounds
+# the locks and the UPDATE of one run, and the next run takes the rest.
+ASSIGN_WAITING_LIMIT = 500
+
+# A team's queue: open cases that are new and have no agent.
+_QUEUED = Q(
+    is_open=True, state=Case.State.NEW, assignee__isnull=True, merged_into__isnull=True
+)
+# Cases opened before their trigger feedback was analysed, such as those of
+# the bulk import. The analysis runs ``cases.triage``, which routes such a
+# case again by its topic and assigns it in its new team.
+_AWAITING_TRIAGE = Q(topic__isnull=True, trigger_feedback__analyzed_at__isnull=True)
+
+
+def case_assign_waiting(
+    *,
+    now: datetime,
+    team_ids: Iterable[int] | None = None,
+    limit: int = ASSIGN_WAITING_LIMIT,
+) -> CaseAssignWaitingResult:
+    """Assign queued cases to agents of their team who have a free slot again.
+
+    Takes the open cases that are new with no agent, of the teams in
+    ``team_ids`` (default every team), most urgent first and oldest first
+    within a priority, at most ``limit`` in all. Teams go one at a time in
+    id order, each in its own transaction. That transaction locks the team
+    row (FOR NO KEY UPDATE) and counts the free slots of the available
+    agents. Then it locks as many cases (FOR NO KEY UPDATE SKIP LOCKED, in
+    id order) and hands them out with ``case_assign``, so the strategy and
+    the reasons are those of a new case. Each case given an agent gets an
+    ``assigned`` event with no actor, as triage records it.
+
+    The sweep leaves out:
+
+    - cases awaiting triage (``_AWAITING_TRIAGE``). Triage may move such a
+      case to another team, so assigning it here would give an agent of
+      the touchpoint's team a case that belongs to another team.
+    - cases that a lead took the agent off (``_unassigned_by_person``), so
+      the lead decides who gets them.
+    - cases that another transaction has locked, such as a person changing
+      the case or triage. A later run takes them.
+
+    Idempotent: a case given an agent leaves the queue. Two runs on one
+    team wait on the team row, and the second counts the cases of the first.
+    """
+    queued = Case.objects.filter(_QUEUED)
+    if team_ids is not None:
+        queued = queued.filter(team_id__in=list(team_ids))
+    queue_team_ids = sorted(
+        set(queued.order_by().values_list("team_id", flat=True).distinct())
+    )
+
+    teams = locked = assigned = 0
+    for team_id in queue_team_ids:
+        if locked >= limit:
+            break
+        team_locked, team_assigned = _team_queue_assign(
+            team_id=team_id, limit=limit - locked, now=now
+        )
+        teams += 1 if team_locked else 0
+        locked += team_locked
+        assigned += team_assigned
+
+    if assigned:
+        logger.info(
+            "Assigned %d of %d queued cases in %d teams",
+            assigned,
+            locked,
+            teams,
+            extra={"cases_locked": locked, "cases_assigned": assigned},
+        )
+    return CaseAssignWaitingResult(teams=teams, locked=locked, assigned=assigned)
+
+
+def _team_queue_assign(*, team_id: int, limit: int, now: datetime) -> tuple[int, int]:
+    """Assign up to ``limit`` queued cases of one team in one transaction.
+
+    Returns how many cases were locked and how many got an agent.
+    """
+    # Imported here because cases.triage imports this module.
+    from .triage import _assignments_record
+
+    with transaction.atomic():
+        # The team before any case: triage locks the team row and then the
+        # open case that it merges another into, so the reverse order here
+        # could deadlock with it.
+        team = Team.objects.select_for_update(no_key=True).filter(pk=team_id).first()
+        if team is None:
+            return 0, 0
+        members = selectors.team_agents_with_workload(team_ids=[team_id])
+        pool = _AgentPool(team=team, members=members.get(team_id, []))
+        free_slots = sum(pool.spare.values())
+        if not free_slots:
+            return 0, 0
+        # NOTE: the team lock does not cover the agents' other teams. Two
+        # transactions assigning at once in two teams that share an agent
+        # can each fill that agent's last free slot, as with case_assign.
+        cases = _queued_cases_lock(team_id=team_id, count=min(free_slots, limit))
+        if not cases:
+            return 0, 0
+
+        case_assign(cases=cases, now=now)
+        assigned = [case for case in cases if case.assignee_id is not None]
+        for case in assigned:
+            case.updated_at = now
+        Case.objects.bulk_update(
+            assigned, ["assignee", "state", "assignment_reason", "updated_at"]
+        )
+        _assignments_record(assigned, now=now)
+    return len(cases), len(assigned)
+
+
+def _queued_cases_lock(*, team_id: int, count: int) -> list[Case]:
+    """Lock up to ``count`` queued cases of the team that the sweep may
+    assign, and return them most urgent first, then oldest first.
+
+    The subquery picks the cases in that order, which the index
+    ``case_team_priority_opened`` serves, and the outer query locks them in
+    id order. The lock is FOR NO KEY UPDATE, as triage takes, so the
+    foreign-key checks of events and feedback being added to a case do not
+    make this skip it.
+    """
+    picked = (
+        Case.objects.filter(_QUEUED, team_id=team_id)
+        .exclude(_AWAITING_TRIAGE)
+        .exclude(_unassigned_by_person())
+        .order_by("-priority", "opened_at", "pk")
+        .values("pk")[:count]
+    )
+    # PostgreSQL checks the outer conditions again on a row that another
+    # transaction changed and committed after the subquery read it, so a
+    # case assigned, closed or moved meanwhile drops out.
+    cases = list(
+        Case.objects.select_for_update(no_key=True, skip_locked=True)
+        .filter(_QUEUED, team_id=team_id, pk__in=picked)
+        .order_by("pk")
+    )
+    cases.sort(key=lambda case: (-case.priority, case.opened_at, case.pk))
+    return cases
+
+
+def _unassigned_by_person() -> Exists:
+    """Match cases with an ``assigned`` event by a person and no move to
+    another team after it. In the queue, those are the cases whose agent a
+    lead removed with ``case_assign_to``. A move to another team hands the
+    case to the assignment of that team."""
+    moved_after = CaseEvent.objects.filter(
+        case_id=OuterRef("case_id"),
+        kind=CaseEvent.Kind.TEAM_CHANGED,
+        pk__gt=OuterRef("pk"),
+    )
+    return Exists(
+        CaseEvent.objects.filter(
+            case_id=OuterRef("pk"), kind=CaseEvent.Kind.ASSIGNED, actor__isnull=False
+        ).exclude(Exists(moved_after))
+    )
 
 
 def case_open(*, matches: Sequence[RuleMatch], now: datetime) -> CaseOpenResult:

@@ -3,15 +3,17 @@
 The intake queues ``feedback_evaluate_task`` with
 ``transaction.on_commit(partial(feedback_evaluate_task.delay, ids))`` after it
 stores a batch; the beat schedule runs ``feedback_sweep_task`` for anything a
-lost task left behind, and ``case_sla_sweep_task`` every minute. All are
-idempotent, so duplicate deliveries are safe.
+lost task left behind, and ``case_sla_sweep_task`` and
+``case_assign_waiting_task`` every minute. All are idempotent, so duplicate
+deliveries are safe.
 """
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
 from .escalation import case_sla_sweep
-from .services import feedback_evaluate, feedback_sweep
+from .services import case_assign_waiting, feedback_evaluate, feedback_sweep
 
 # Lost connections, deadlocks and serialization failures are worth another
 # try. Any other error comes from a bug or bad data, so a retry would fail too.
@@ -70,6 +72,18 @@ def case_sla_sweep_task() -> None:
     once. The limits end a run before the next one, 60 s later, starts.
     """
     case_sla_sweep()
+
+
+@shared_task(**_SWEEP_OPTIONS, soft_time_limit=50, time_limit=55)
+def case_assign_waiting_task(team_ids: list[int] | None = None) -> None:
+    """Assign queued cases of the given teams (default every team) to agents
+    with a free slot.
+
+    Safe to run twice or concurrently, because runs on one team wait on the
+    team row and a case given an agent leaves the queue. The limits end a
+    run before the next one, 60 s later, starts.
+    """
+    case_assign_waiting(now=timezone.now(), team_ids=team_ids)
 
 
 # Outbox delivery and follow-up surveys. The modules are imported inside the

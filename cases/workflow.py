@@ -12,6 +12,7 @@ raises 403.
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
@@ -203,6 +204,26 @@ def _require_contact_allowed(*, case: Case, entry: str) -> None:
         )
 
 
+def _queue_assign_waiting(*, assignee_id: int | None) -> None:
+    """After commit, queue ``case_assign_waiting_task`` for the teams in which
+    the assignee of a case that just closed takes cases, because the agent
+    has a free slot again. Only the team ids go to the task."""
+    if assignee_id is None:
+        return
+    team_ids = sorted(
+        TeamMember.objects.filter(
+            user_id=assignee_id, role=TeamMember.Role.AGENT
+        ).values_list("team_id", flat=True)
+    )
+    if not team_ids:
+        return
+    # Imported here because cases.tasks imports cases.services, which
+    # imports this module.
+    from .tasks import case_assign_waiting_task
+
+    transaction.on_commit(partial(case_assign_waiting_task.delay, team_ids))
+
+
 # Transitions
 
 
@@ -321,6 +342,8 @@ def case_transition(
             now=now,
             changes=changes,
         )
+        if from_state in Case.OPEN_STATES and not case.is_open:
+            _queue_assign_waiting(assignee_id=case.assignee_id)
         if to_state == State.RESOLVED:
             from .followups import case_follow_up_schedule
 
@@ -551,6 +574,8 @@ def case_merge(*, case: Case, actor: AbstractBaseUser, into: Case) -> Case:
         CaseFeedback.objects.filter(case=source).delete()
 
         source_changes = {"merged_into": [None, target.pk]}
+        if source.is_open:
+            _queue_assign_waiting(assignee_id=source.assignee_id)
         if source.state != State.CLOSED:
             source_changes["state"] = [source.state, State.CLOSED]
             _set_state(case=source, to_state=State.CLOSED, now=now)

@@ -221,6 +221,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60,
         "options": {"expires": 55},
     },
+    "case-assign-waiting": {
+        "task": "cases.tasks.case_assign_waiting_task",
+        "schedule": 60,
+        "options": {"expires": 55},
+    },
     "outbox-sweep": {
         "task": "cases.tasks.outbox_sweep_task",
         "schedule": OSCM_OUTBOX_SWEEP_SECONDS,
