@@ -554,8 +554,8 @@ def case_open(*, matches: Sequence[RuleMatch], now: datetime) -> CaseOpenResult:
     that case. New cases are routed and assigned before one bulk insert.
     Must run inside a transaction, because assignment locks team rows.
     """
-    open_case_ids = selectors.case_open_ids_by_dedup_key(
-        dedup_keys={match.dedup_key for match in matches}
+    open_case_ids = _open_cases_hold(
+        selectors.case_open_ids_by_dedup_key(dedup_keys={match.dedup_key for match in matches})
     )
     firsts: dict[str, RuleMatch] = {}
     later: list[RuleMatch] = []
@@ -596,6 +596,28 @@ def case_open(*, matches: Sequence[RuleMatch], now: datetime) -> CaseOpenResult:
     if touched:
         Case.objects.filter(pk__in=touched).update(updated_at=now)
     return CaseOpenResult(cases=opened, attached=len(later))
+
+
+def _open_cases_hold(open_case_ids: dict[str, int]) -> dict[str, int]:
+    """Keep the open cases that feedback attaches to from closing until the
+    caller's transaction commits, and return those still open.
+
+    FOR KEY SHARE makes an agent's resolve or close (which locks the case
+    FOR UPDATE) wait, and lets assignment, triage and other batches' updates
+    through. A case that closed between the look-up and the lock is left
+    out, so its feedback opens a new case. SQLite has no row locks and
+    writes one transaction at a time, so there the look-up stands.
+    """
+    if not open_case_ids or connection.vendor != "postgresql":
+        return open_case_ids
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {connection.ops.quote_name(Case._meta.db_table)} "
+            "WHERE id = ANY(%s) AND is_open ORDER BY id FOR KEY SHARE",
+            [sorted(open_case_ids.values())],
+        )
+        still_open = {row[0] for row in cursor.fetchall()}
+    return {key: pk for key, pk in open_case_ids.items() if pk in still_open}
 
 
 def _case_build(*, match: RuleMatch, now: datetime) -> Case:

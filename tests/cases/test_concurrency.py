@@ -129,3 +129,74 @@ def test_key_opened_by_uncommitted_batch_attaches(topics, caplog):
     )
     assert set(case.feedback.all()) == {first, second}
     assert "opened concurrently" in caplog.text
+
+
+def test_attach_skips_case_closed_after_lookup(topics, monkeypatch):
+    """A case that an agent closed between the look-up and the lock gets no
+    feedback: the new feedback opens a case of its own."""
+    from cases import selectors
+
+    customer = CustomerFactory()
+    first, second = (
+        FeedbackFactory(customer=customer, score=score, primary_topic=topics["price"])
+        for score in (1, 2)
+    )
+    feedback_evaluate(feedback_ids=[first.pk])
+    closed = Case.objects.get()
+    stale = {closed.dedup_key: closed.pk}
+    Case.objects.filter(pk=closed.pk).update(is_open=False, state=Case.State.CLOSED)
+    monkeypatch.setattr(selectors, "case_open_ids_by_dedup_key", lambda dedup_keys: stale)
+
+    result = feedback_evaluate(feedback_ids=[second.pk])
+
+    assert result == EvaluationResult(evaluated=1, cases_opened=1, attached=0)
+    assert list(closed.feedback.all()) == [first]
+    opened = Case.objects.get(is_open=True)
+    assert list(opened.feedback.all()) == [second]
+
+
+def test_attach_holds_case_until_commit(topics):
+    """An agent cannot close a case while a batch attaching feedback to it
+    is uncommitted."""
+    from django.db import OperationalError
+
+    customer = CustomerFactory()
+    first, second = (
+        FeedbackFactory(customer=customer, score=score, primary_topic=topics["price"])
+        for score in (1, 2)
+    )
+    feedback_evaluate(feedback_ids=[first.pk])
+    case = Case.objects.get()
+    attached = threading.Event()
+    release = threading.Event()
+    results: dict[str, EvaluationResult | BaseException] = {}
+
+    def attach_and_wait() -> None:
+        try:
+            with transaction.atomic():
+                results["batch"] = feedback_evaluate(feedback_ids=[second.pk])
+                attached.set()
+                release.wait(timeout=30)
+        except BaseException as error:  # re-raised in the test thread below
+            results["batch"] = error
+            attached.set()
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=attach_and_wait)
+    holder.start()
+    assert attached.wait(timeout=30)
+    try:
+        with pytest.raises(OperationalError, match="lock timeout"):
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = '300ms'")
+                Case.objects.select_for_update().get(pk=case.pk)
+    finally:
+        release.set()
+        holder.join(timeout=30)
+
+    if isinstance(results["batch"], BaseException):
+        raise results["batch"]
+    assert results["batch"] == EvaluationResult(evaluated=1, cases_opened=0, attached=1)
+    assert set(case.feedback.all()) == {first, second}
