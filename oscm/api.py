@@ -2,6 +2,7 @@
 that turns domain errors into JSON."""
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import parsers, status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.response import Response
@@ -36,4 +37,11 @@ class JSONParser(parsers.JSONParser):
 def exception_handler(exc, context):
     if isinstance(exc, DomainError):
         return Response({"detail": exc.message, **exc.details}, status=exc.status)
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own cap on reading the body, before the parser's check.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = PayloadTooLarge(
+            f"The request body is larger than {limit} bytes. "
+            "Send fewer items per request or use the import_feedback command."
+        )
     return drf_exception_handler(exc, context)

@@ -143,6 +143,9 @@ REST_FRAMEWORK = {
 # Largest JSON body the API parses: 1,000 items of 10,000-character comments
 # fit with room to spare.
 OSCM_API_MAX_BODY_BYTES = env_int("OSCM_API_MAX_BODY_BYTES", 25 * 1024 * 1024)
+# DRF reads a JSON body through ``request.body``, which Django caps at this
+# size (2.5 MB by default), so it must allow the API's limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(OSCM_API_MAX_BODY_BYTES, 2_621_440)
 
 # OpenAPI schema at /api/schema/ and Swagger UI at /api/docs/; the UI assets
 # come from drf-spectacular-sidecar, so the docs work without internet access.

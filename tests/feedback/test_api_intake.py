@@ -160,6 +160,22 @@ def test_post_oversized_body_is_413(client, settings):
     assert "the limit is 1000 bytes" in response.json()["detail"]
 
 
+def test_post_body_over_django_default_accepted(client):
+    # 140 items of 19,000 characters: about 2.7 MB, over Django's default
+    # 2.5 MB cap on request bodies and well within the API's limit.
+    items = [detractor(external_id=f"big-{number}", comment="x" * 19_000) for number in range(140)]
+    response = client.post(URL, items, format="json")
+    assert response.status_code == 201
+    assert Feedback.objects.count() == 140
+
+
+def test_post_body_over_django_cap_is_413_json(client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = client.post(URL, detractor(comment="x" * 2000), format="json")
+    assert response.status_code == 413
+    assert "larger than 1000 bytes" in response.json()["detail"]
+
+
 def test_post_email_without_customer_groups_cases(client):
     for external_id in ("e1", "e2"):
         item = detractor(external_id=external_id, email="same@example.com")
