@@ -1,20 +1,25 @@
-"""Complete the cases opened before their trigger feedback was analysed.
+"""Complete the cases opened before their feedback was analysed.
 
 The bulk import opens cases for scored feedback before its text analysis
 runs, so such a case has no topic, the dedup key ``c<customer>:t0``, a
-team chosen by touchpoint alone and no agent yet. Once the analysis stores
-the trigger feedback's primary topic, ``case_triage_after_analysis`` gives
-the case that topic and the key it would have had. A case that no agent
-has taken yet is routed again by the same routing rules and then assigned
-in its team, topic or not.
+team chosen by touchpoint alone and no agent yet. Every unhappy row of the
+customer in the import attaches to that one case, whatever its topic. Once
+the analysis stores the trigger feedback's primary topic,
+``case_triage_after_analysis`` gives the case that topic and the key it
+would have had. A case that no agent has taken yet is routed again by the
+same routing rules, topic or not. Once all its feedback is analysed, the
+feedback of other keys moves to the cases of those keys, as
+``feedback_evaluate`` would have put it, and the case is assigned in its
+team.
 """
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from feedback import pgcopy
@@ -28,9 +33,12 @@ from .models import Case, CaseEvent, CaseFeedback, RoutingRule, Team
 from .services import (
     ClaimedFeedback,
     RoutingDecision,
+    RuleMatch,
     case_assign,
     case_dedup_key,
+    case_open,
     case_route,
+    case_rule_match,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,13 +61,22 @@ _TRIAGE_FIELDS = (
 _TRIGGER_FIELDS = ("id", *ClaimedFeedback._fields[1:])
 # Cases listed by id in a log line at most; the count is always logged.
 _LOGGED_IDS = 20
+# The assignment reason of a case whose trigger feedback is analysed while
+# some of its other feedback is not. Triage assigns it once the rest is
+# analysed and the feedback of other topics has moved out, so that no agent
+# gets feedback that is about to leave the case.
+AWAITING_FEEDBACK = (
+    "waiting for the text analysis of the case's other feedback, which may move "
+    "to cases of other topics; assigned after that"
+)
 
 
 @dataclass(frozen=True)
 class TriageResult:
     """Counts of one triage call. ``topics_set`` counts the cases that got a
-    topic, and ``keys_kept`` the cases that keep their old key because
-    another open case has the new one."""
+    topic, ``keys_kept`` the cases that keep their old key because another
+    open case has the new one, and ``feedback_moved`` the feedback that
+    moved to the case of its own key."""
 
     topics_set: int = 0
     keys_changed: int = 0
@@ -68,114 +85,275 @@ class TriageResult:
     moved: int = 0
     assigned: int = 0
     folded: int = 0
+    feedback_moved: int = 0
+
+
+@dataclass
+class _LockedCases:
+    """The cases that one triage call locked and the feedback it read.
+
+    ``cases`` are the cases to triage in id order: open cases without a
+    topic whose trigger feedback is in the batch, and untouched open cases
+    with feedback in the batch. ``rows`` maps each feedback of an untouched
+    case, and each trigger feedback, to its columns, and ``analysed`` contains
+    the ids among them that have their analysis.
+    """
+
+    cases: list[Case] = field(default_factory=list)
+    new_case_ids: set[int] = field(default_factory=set)
+    rows: dict[int, ClaimedFeedback] = field(default_factory=dict)
+    analysed: set[int] = field(default_factory=set)
+    links: dict[int, list[int]] = field(default_factory=dict)
+
+    def trigger(self, case: Case) -> ClaimedFeedback:
+        return self.rows[case.trigger_feedback_id]
+
+    def is_complete(self, case: Case) -> bool:
+        """Return whether the case's trigger and linked feedback all have
+        their analysis."""
+        return case.trigger_feedback_id in self.analysed and all(
+            feedback_id in self.analysed for feedback_id in self.links.get(case.pk, ())
+        )
+
+
+def _is_untouched(case: Case) -> bool:
+    """Return whether no agent has the case: still new and unassigned.
+
+    Folding and moving feedback out apply only to such a case, because no
+    person has seen it in a queue of their own.
+    """
+    return case.state == Case.State.NEW and case.assignee_id is None
 
 
 def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
-    """Give open cases without a topic the topic their trigger feedback now has.
+    """Give open cases the topic their trigger feedback now has, and move
+    their feedback of other keys to the cases of those keys.
 
     Applies to each open case whose ``topic`` is null and whose trigger
     feedback is among ``feedback_ids``:
 
     - when the trigger feedback has a primary topic, the case gets it, and
       the dedup key ``case_dedup_key`` of its trigger feedback, unless
-      another open case already has that key. A case that is still new with
-      no agent then folds into that case (``_cases_fold``), so the customer
-      keeps one open case per topic. Any other case keeps its old key, and a
-      warning lists it.
+      another open case already has that key. Any other case keeps its old
+      key, and a warning lists it.
     - a case still new with no assignee is routed again by ``case_route``.
       When the team changes, it moves as ``case_move_team`` moves a case
       (team, routing rule and reason, cleared assignment reason) and gets a
       ``team_changed`` event with no actor. Every case routed again gets
       its SLA policy and due times from ``case_sla_apply`` again, because a
-      policy may depend on the team and the topic. Then ``case_assign``
-      gives it an available agent of its team, with an ``assigned`` event.
-      A case already assigned keeps its team, agent and SLA.
+      policy may depend on the team and the topic.
 
-    Locks the cases (SELECT ... FOR NO KEY UPDATE); call it inside the transaction
-    that stores the analysis. Costs a fixed number of queries whatever the
-    number of ids.
+    An untouched case (``_is_untouched``) goes on once its trigger and all
+    its linked feedback are analysed, in whichever call analyses the last
+    of them; until then its assignment reason is ``AWAITING_FEEDBACK``:
+
+    - if another open case has the key of its trigger feedback, the case
+      folds into that case (``_cases_fold``), so the customer keeps one open
+      case per topic.
+    - each other feedback whose own key differs from the trigger's key
+      moves out (``_feedback_split``): ``case_open`` attaches it to the
+      open case of its key or opens one for it, as ``feedback_evaluate``
+      does. Both cases get an internal note with no actor.
+    - ``case_assign`` gives the case an available agent of its team, with
+      an ``assigned`` event. A case already assigned keeps its team, agent,
+      SLA and feedback.
+
+    Unless a person takes a case meanwhile, the result does not depend on
+    the order in which its feedback is analysed. A second call for the same
+    ids changes nothing, except that a case without a topic is routed and
+    offered to agents again.
+
+    Locks the cases to triage and the other open cases of their customers
+    (SELECT ... FOR NO KEY UPDATE, in id order); call it inside the
+    transaction that stores the analysis. Costs a fixed number of queries
+    whatever the number of ids, plus a few per folded case.
     """
     ids = sorted(set(feedback_ids))
     if not ids:
         return TriageResult()
-    cases, triggers = _cases_lock(ids)
-    if not cases:
+    locked = _cases_lock(ids)
+    if not locked.cases:
         return TriageResult()
 
     now = timezone.now()
-    old_keys = {case.pk: case.dedup_key for case in cases}
-    with_topic = [case for case in cases if triggers[case.pk].primary_topic_id is not None]
-    for case in cases:
-        case.topic_id = triggers[case.pk].primary_topic_id
-        case.updated_at = now
-    topic_keys = {case.pk: case_dedup_key(feedback=triggers[case.pk]) for case in with_topic}
-    holders = _dedup_keys_assign(with_topic, topic_keys)
-    folded = [
-        case
-        for case in with_topic
-        if case.pk in holders and case.state == Case.State.NEW and case.assignee_id is None
+    cases = locked.cases
+    new_cases = [case for case in cases if case.pk in locked.new_case_ids]
+    ready = [
+        case for case in cases if _is_untouched(case) and locked.is_complete(case)
     ]
+    ready_ids = {case.pk for case in ready}
+    old_keys = {case.pk: case.dedup_key for case in cases}
+    for case in new_cases:
+        case.topic_id = locked.trigger(case).primary_topic_id
+    trigger_keys = {
+        case.pk: case_dedup_key(feedback=locked.trigger(case)) for case in cases
+    }
+    with_topic = [case for case in new_cases if case.topic_id is not None]
+    # A ready case whose key another case had at its triage tries again.
+    rekeyed = with_topic + [
+        case
+        for case in ready
+        if case.pk not in locked.new_case_ids
+        and case.dedup_key != trigger_keys[case.pk]
+    ]
+    holders = _dedup_keys_assign(rekeyed, trigger_keys)
+    folded = [case for case in rekeyed if case.pk in holders and case.pk in ready_ids]
     folded_ids = {case.pk for case in folded}
     unmerged = [case for case in cases if case.pk not in folded_ids]
-    old_key_cases = [case for case in unmerged if case.pk in holders]
-    rerouted = [
+    old_key_cases = [
         case
         for case in unmerged
-        if case.state == Case.State.NEW and case.assignee_id is None
+        if case.pk in holders and not (_is_untouched(case) and case.pk not in ready_ids)
     ]
-    moves = _cases_reroute(rerouted, triggers)
+    rerouted = [case for case in new_cases if case.pk not in folded_ids and _is_untouched(case)]
+    moves = _cases_reroute(rerouted, locked)
     _sla_reapply(rerouted, now=now)
-    case_assign(cases=rerouted, now=now)
-    assigned = [case for case in rerouted if case.assignee_id is not None]
-    if unmerged:
-        old_key_cases += _cases_save(unmerged, old_keys)
+    for case in rerouted:
+        if case.pk not in ready_ids:
+            case.assignment_reason = AWAITING_FEEDBACK
+    to_assign = [
+        case
+        for case in ready
+        if case.pk not in folded_ids
+        and (case.pk in locked.new_case_ids or case.assignment_reason == AWAITING_FEEDBACK)
+    ]
+    splits = _splits_find(ready, locked, trigger_keys)
+    if splits:
+        # case_open assigns the cases it opens in teams not known yet. All
+        # teams are locked first, in id order, so that its case_assign and
+        # the one below never lock two teams in opposite orders.
+        _teams_lock()
+    case_assign(cases=to_assign, now=now)
+    assigned = [case for case in to_assign if case.assignee_id is not None]
+    _links_detach(splits)
+    changed_ids = {case.pk for case in [*new_cases, *rekeyed, *to_assign]}
+    changed_ids.update(case.pk for case, _ in splits)
+    saved = [case for case in unmerged if case.pk in changed_ids]
+    for case in saved:
+        case.updated_at = now
+    if saved:
+        old_key_cases += _cases_save(saved, old_keys)
     _cases_fold(folded, holders, now=now)
+    moved = _feedback_split(splits, trigger_keys, now=now)
     _moves_record(moves, now=now)
     _assignments_record(assigned, now=now)
 
     result = TriageResult(
         topics_set=len(with_topic),
-        keys_changed=sum(1 for case in unmerged if case.dedup_key != old_keys[case.pk]),
+        keys_changed=sum(
+            1
+            for case in unmerged
+            if case.pk in locked.new_case_ids and case.dedup_key != old_keys[case.pk]
+        ),
         keys_kept=len(old_key_cases),
         rerouted=len(rerouted),
         moved=len(moves),
         assigned=len(assigned),
         folded=len(folded),
+        feedback_moved=moved,
     )
     _log_result(result, old_key_cases=old_key_cases, moves=moves)
     return result
 
 
-def _cases_lock(ids: list[int]) -> tuple[list[Case], dict[int, ClaimedFeedback]]:
-    """Lock the open cases without a topic whose trigger feedback is among
-    ``ids``; return them in id order, and their trigger feedback by case id.
+def _cases_lock(ids: list[int]) -> _LockedCases:
+    """Lock the cases to triage for the analysed feedback ``ids`` and read
+    the feedback that triage decides on.
 
-    Two queries, each driven by the ids through a primary key or foreign
-    key index. A join that also filters on the primary topic lets the
-    planner start from the index on ``primary_topic``, whose statistics lag
-    behind while the analysis fills the column, and read every analysed
-    row.
+    The candidates are read first without a lock: open cases without a
+    topic whose trigger is among ``ids``, and untouched open cases linked
+    to feedback among ``ids``. Then one statement locks them and every
+    other open case of their customers in id order, because feedback only
+    moves between cases of one customer. The workflow, the bulk import and
+    other triage calls lock cases in id order too, so none of them
+    deadlocks with this one on cases. The feedback is read after the lock,
+    so a call that waited on another reads what that one committed. Of two
+    calls analysing the last feedback of one case, the second therefore
+    sees the case complete.
+
+    Each query is driven by the ids through a primary key or foreign key
+    index. A join that also filters on the primary topic lets the planner
+    start from the index on ``primary_topic``, whose statistics lag behind
+    while the analysis fills the column, and read every analysed row.
     """
-    triggers = {
-        row[0]: ClaimedFeedback._make(row)
-        for row in Feedback.objects.filter(pk__in=pgcopy.in_values(ids, sql_type="bigint")).values_list(
-            *_TRIGGER_FIELDS
+    id_values = pgcopy.in_values(ids, sql_type="bigint")
+    candidates = dict(
+        Case.objects.filter(
+            is_open=True, topic__isnull=True, trigger_feedback_id__in=id_values
+        ).values_list("pk", "customer_id")
+    )
+    linked = set(
+        CaseFeedback.objects.filter(feedback_id__in=id_values).values_list(
+            "case_id", flat=True
         )
-    }
-    if not triggers:
-        return [], {}
+    )
+    candidates.update(
+        Case.objects.filter(
+            is_open=True,
+            state=Case.State.NEW,
+            assignee__isnull=True,
+            customer__isnull=False,
+            pk__in=pgcopy.in_values(sorted(linked), sql_type="bigint"),
+        ).values_list("pk", "customer_id")
+    )
+    if not candidates:
+        return _LockedCases()
+
+    customer_ids = sorted({pk for pk in candidates.values() if pk is not None})
     # FOR NO KEY UPDATE, so that the foreign-key checks of an import that
     # links feedback to these cases (FOR KEY SHARE) do not wait on triage.
-    cases = list(
+    locked = list(
         Case.objects.select_for_update(no_key=True)
+        .filter(is_open=True)
         .filter(
-            is_open=True,
-            topic__isnull=True,
-            trigger_feedback_id__in=pgcopy.in_values(sorted(triggers), sql_type="bigint"),
+            Q(pk__in=pgcopy.in_values(sorted(candidates), sql_type="bigint"))
+            | Q(customer_id__in=pgcopy.in_values(customer_ids, sql_type="bigint"))
         )
         .order_by("pk")
     )
-    return cases, {case.pk: triggers[case.trigger_feedback_id] for case in cases}
+    id_set = set(ids)
+    new_case_ids = {
+        case.pk
+        for case in locked
+        if case.topic_id is None and case.trigger_feedback_id in id_set
+    }
+    cases = [
+        case
+        for case in locked
+        if case.pk in new_case_ids
+        or (case.pk in linked and case.customer_id is not None and _is_untouched(case))
+    ]
+    return _feedback_read(cases, new_case_ids, analysed_ids=id_set)
+
+
+def _feedback_read(
+    cases: list[Case], new_case_ids: set[int], *, analysed_ids: set[int]
+) -> _LockedCases:
+    """Read the trigger feedback of the locked cases and the linked feedback
+    of the untouched ones, with whether each is analysed. The caller has
+    just analysed ``analysed_ids``."""
+    links: dict[int, list[int]] = {}
+    untouched = [case.pk for case in cases if _is_untouched(case)]
+    if untouched:
+        for case_id, feedback_id in CaseFeedback.objects.filter(
+            case_id__in=pgcopy.in_values(untouched, sql_type="bigint")
+        ).values_list("case_id", "feedback_id"):
+            links.setdefault(case_id, []).append(feedback_id)
+    feedback_ids = {case.trigger_feedback_id for case in cases}
+    for linked in links.values():
+        feedback_ids.update(linked)
+    rows = {}
+    analysed = set(analysed_ids)
+    for *columns, analysed_at in Feedback.objects.filter(
+        pk__in=pgcopy.in_values(sorted(feedback_ids), sql_type="bigint")
+    ).values_list(*_TRIGGER_FIELDS, "analyzed_at"):
+        row = ClaimedFeedback._make(columns)
+        rows[row.pk] = row
+        if analysed_at is not None:
+            analysed.add(row.pk)
+    return _LockedCases(
+        cases=cases, new_case_ids=new_case_ids, rows=rows, analysed=analysed, links=links
+    )
 
 
 def _dedup_keys_assign(
@@ -207,7 +385,7 @@ def _dedup_keys_assign(
 
 
 def _cases_reroute(
-    cases: Sequence[Case], triggers: dict[int, ClaimedFeedback]
+    cases: Sequence[Case], locked: _LockedCases
 ) -> list[tuple[Case, int, RoutingDecision]]:
     """Route the cases again with their topic and move those whose team
     changes, in memory; return (case, old team id, decision) per move."""
@@ -217,7 +395,7 @@ def _cases_reroute(
     decisions: dict[tuple[int | None, str], RoutingDecision | None] = {}
     moves = []
     for case in cases:
-        touchpoint = triggers[case.pk].touchpoint
+        touchpoint = locked.trigger(case).touchpoint
         key = (case.topic_id, touchpoint)
         if key not in decisions:
             decisions[key] = _route(
@@ -356,6 +534,160 @@ def _cases_update(cases: Sequence[Case]) -> None:
         )
 
 
+def _splits_find(
+    cases: Sequence[Case], locked: _LockedCases, trigger_keys: dict[int, str]
+) -> list[tuple[Case, list[RuleMatch]]]:
+    """Return each case with the rule matches of its feedback whose own key
+    differs from the key of its trigger feedback, lowest feedback id first.
+
+    A feedback that no active case rule matches any more stays where it is,
+    because ``feedback_evaluate`` would open no case for it.
+    """
+    differing = []
+    for case in cases:
+        rows = [
+            locked.rows[feedback_id]
+            for feedback_id in sorted(locked.links.get(case.pk, ()))
+            if feedback_id != case.trigger_feedback_id
+        ]
+        rows = [
+            row for row in rows if case_dedup_key(feedback=row) != trigger_keys[case.pk]
+        ]
+        if rows:
+            differing.append((case, rows))
+    if not differing:
+        return []
+
+    rules_by_kind = selectors.case_rules_by_kind()
+    splits = []
+    for case, rows in differing:
+        matches = []
+        for row in rows:
+            match = case_rule_match(feedback=row, rules=rules_by_kind.get(row.kind, []))
+            if match is None:
+                logger.info(
+                    "Feedback %s keeps case %s: no case rule matches it any more",
+                    row.pk,
+                    case.pk,
+                    extra={"feedback_id": row.pk, "case_id": case.pk},
+                )
+                continue
+            matches.append(match)
+        if matches:
+            splits.append((case, matches))
+    return splits
+
+
+def _teams_lock() -> None:
+    list(
+        Team.objects.select_for_update(no_key=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def _links_detach(splits: Sequence[tuple[Case, list[RuleMatch]]]) -> None:
+    """Delete the links of the feedback that moves out of its case."""
+    if not splits:
+        return
+    pairs = Q()
+    for case, matches in splits:
+        pairs |= Q(case_id=case.pk, feedback_id__in=[m.feedback.pk for m in matches])
+    CaseFeedback.objects.filter(pairs).delete()
+
+
+def _feedback_split(
+    splits: Sequence[tuple[Case, list[RuleMatch]]],
+    trigger_keys: dict[int, str],
+    *,
+    now: datetime,
+) -> int:
+    """Attach the moving feedback to the open cases of its keys or open
+    cases for it, and note the move on both cases; return how much moved.
+
+    ``case_open`` gets the matches in feedback id order. So the lowest id of
+    a new key becomes the trigger of its case, in whichever batch it was
+    analysed. ``case_open`` writes the links, the ``opened`` and ``feedback_attached`` events,
+    the assignments and the ``case.opened`` webhooks as for any intake.
+    The moving links are already deleted and the source cases saved with
+    their new keys, so a moving key never resolves to its old case.
+    """
+    if not splits:
+        return 0
+    matches = sorted(
+        (match for _, case_matches in splits for match in case_matches),
+        key=lambda match: match.feedback.pk,
+    )
+    case_open(matches=matches, now=now)
+
+    keys = {match.feedback.pk: match.dedup_key for match in matches}
+    destinations = {
+        feedback_id: case_id
+        for feedback_id, case_id, dedup_key in CaseFeedback.objects.filter(
+            feedback_id__in=pgcopy.in_values(sorted(keys), sql_type="bigint"),
+            case__is_open=True,
+        ).values_list("feedback_id", "case_id", "case__dedup_key")
+        if dedup_key == keys[feedback_id]
+    }
+    moved: dict[tuple[int, int], list[int]] = {}
+    for case, case_matches in splits:
+        for match in case_matches:
+            target_id = destinations[match.feedback.pk]
+            moved.setdefault((case.pk, target_id), []).append(match.feedback.pk)
+    CaseEvent.objects.bulk_create(
+        event
+        for (source_id, target_id), feedback_ids in sorted(moved.items())
+        for event in _split_notes(
+            source_id=source_id,
+            target_id=target_id,
+            feedback_ids=feedback_ids,
+            key=keys[feedback_ids[0]],
+            source_key=trigger_keys[source_id],
+            now=now,
+        )
+    )
+    return len(matches)
+
+
+def _split_notes(
+    *,
+    source_id: int,
+    target_id: int,
+    feedback_ids: list[int],
+    key: str,
+    source_key: str,
+    now: datetime,
+) -> tuple[CaseEvent, CaseEvent]:
+    """Build the internal notes, with no actor, that a move of feedback from
+    one case to another leaves on both timelines."""
+    listed = ", ".join(f"#{feedback_id}" for feedback_id in feedback_ids)
+    changes = {"case": [source_id, target_id]}
+    return (
+        CaseEvent(
+            case_id=source_id,
+            kind=CaseEvent.Kind.COMMENT,
+            visibility=CaseEvent.Visibility.INTERNAL,
+            created_at=now,
+            changes=changes,
+            body=(
+                f"Feedback {listed} moved to case #{target_id}: its text analysis "
+                f"gives it the dedup key {key}, and this case has {source_key}."
+            ),
+        ),
+        CaseEvent(
+            case_id=target_id,
+            kind=CaseEvent.Kind.COMMENT,
+            visibility=CaseEvent.Visibility.INTERNAL,
+            created_at=now,
+            changes=changes,
+            body=(
+                f"Feedback {listed} moved here from case #{source_id}, which was "
+                "opened before the text analysis found the topic of the feedback."
+            ),
+        ),
+    )
+
+
 def _moves_record(
     moves: Sequence[tuple[Case, int, RoutingDecision]], *, now: datetime
 ) -> None:
@@ -483,13 +815,16 @@ def _log_result(
 ) -> None:
     logger.info(
         "Triage after analysis: %d cases got their topic, %d routed again, "
-        "%d moved, %d assigned, %d merged into an open case of their topic",
+        "%d moved, %d assigned, %d merged into an open case of their topic; "
+        "%d feedback moved to the case of its own key",
         result.topics_set,
         result.rerouted,
         result.moved,
         result.assigned,
         result.folded,
+        result.feedback_moved,
         extra={
+            "feedback_moved": result.feedback_moved,
             "cases_triaged": result.topics_set,
             "cases_rerouted": result.rerouted,
             "cases_moved": result.moved,
