@@ -100,6 +100,15 @@ class CanSubmitFeedback(BasePermission):
         return user_is_admin(user) or user.has_perm("feedback.add_feedback")
 
 
+def _has_external_id(item: object) -> bool:
+    """Whether the item names its own external id: 0 does, and blank text
+    (which intake strips to nothing) does not."""
+    value = item.get("external_id") if isinstance(item, dict) else None
+    if value is None or isinstance(value, bool):
+        return False
+    return bool(str(value).strip())
+
+
 class FeedbackIntakeView(APIView):
     """Record one feedback object or a list of them.
 
@@ -135,7 +144,7 @@ class FeedbackIntakeView(APIView):
             except InvalidItem as error:
                 errors.append({"index": index, "field": error.field, "message": error.message})
                 continue
-            if isinstance(item, dict) and not item.get("external_id"):
+            if not _has_external_id(item):
                 seen = occurrences.get(feedback.external_id, 0)
                 occurrences[feedback.external_id] = seen + 1
                 feedback.external_id = f"{feedback.external_id}:{seen}"

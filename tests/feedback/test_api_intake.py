@@ -221,6 +221,22 @@ def test_post_identical_anonymous_items_are_distinct(client):
     assert Feedback.objects.count() == 2
 
 
+def test_post_blank_external_ids_are_anonymous(client):
+    item = {"kind": "nps", "source": "survey", "score": 10, "external_id": "   "}
+    response = client.post(URL, [item, item], format="json").json()
+    assert response["created"] == 2
+    assert Feedback.objects.count() == 2
+
+
+def test_post_zero_external_id_kept(client):
+    item = {"kind": "nps", "source": "survey", "score": 10}
+    first = client.post(URL, {**item, "external_id": 0}, format="json").json()
+    again = client.post(URL, {**item, "external_id": "0"}, format="json").json()
+    assert first["created"] == 1
+    assert again["duplicates"] == 1
+    assert Feedback.objects.get().external_id == "0"
+
+
 def test_post_lone_surrogate_rejected_valid_kept(client):
     good = json.dumps(detractor(external_id="ok"))
     bad = json.dumps(detractor(external_id="bad")).replace(
