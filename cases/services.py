@@ -425,6 +425,9 @@ def case_assign_waiting(
     - cases awaiting triage (``_AWAITING_TRIAGE``). Triage may move such a
       case to another team, so assigning it here would give an agent of
       the touchpoint's team a case that belongs to another team.
+    - cases whose other feedback still awaits the analysis
+      (``cases.triage.AWAITING_FEEDBACK``), because triage may move some of
+      it to cases of other topics before it assigns the case.
     - cases that a lead took the agent off (``_unassigned_by_person``), so
       the lead decides who gets them.
     - cases that another transaction has locked, such as a person changing
@@ -510,9 +513,13 @@ def _queued_cases_lock(*, team_id: int, count: int) -> list[Case]:
     foreign-key checks of events and feedback being added to a case do not
     make this skip it.
     """
+    # Imported here because cases.triage imports this module.
+    from .triage import AWAITING_FEEDBACK
+
     picked = (
         Case.objects.filter(_QUEUED, team_id=team_id)
         .exclude(_AWAITING_TRIAGE)
+        .exclude(assignment_reason=AWAITING_FEEDBACK)
         .exclude(_unassigned_by_person())
         .order_by("-priority", "opened_at", "pk")
         .values("pk")[:count]

@@ -338,6 +338,19 @@ def test_case_awaiting_triage_left_alone(team):
 
 
 @pytest.mark.django_db
+def test_case_awaiting_other_feedback_left_alone(team):
+    from cases.triage import AWAITING_FEEDBACK
+
+    agent(team, "ana")
+    case = queued(team)
+    Case.objects.filter(pk=case.pk).update(assignment_reason=AWAITING_FEEDBACK)
+
+    assign_waiting()
+
+    assert assignee_name(case) is None
+
+
+@pytest.mark.django_db
 def test_case_analysed_without_topic_assigned(team):
     agent(team, "ana")
     case = queued(team, topic=None)
