@@ -22,7 +22,6 @@ writer), the COPY fails on the unique index and the chunk's rows go in
 with ``ON CONFLICT DO NOTHING`` instead.
 """
 
-import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -94,7 +93,6 @@ _CHUNK_COLUMNS = (
     "occurred_at",
     "evaluated_at",
 )
-_RAW_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
 class CustomerCache:
@@ -290,7 +288,7 @@ def _feedback_insert(
         "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [sequence, len(items)]
     )
     ids = [row[0] for row in cursor.fetchall()]
-    encode = _RAW_ENCODER.encode
+    encode = pgcopy.json_bytes
     rows = []
     # Rows go in sorted by key, so that two writers whose chunks share keys
     # wait on each other in one order instead of deadlocking on the unique

@@ -366,10 +366,11 @@ def _csv_rows(handle, options: ImportOptions) -> Iterator:
                 "check the delimiter and quoting"
             )
             continue
-        if _has_undecodable(values):
+        text = "".join(values)
+        if not text.isascii() and _has_undecodable([text]):
             yield number, raw, "row contains bytes that are not UTF-8; save the file as UTF-8"
             continue
-        if any("\x00" in value for value in values):
+        if "\x00" in text:
             yield number, raw, "row contains a NUL character (\\x00); remove it"
             continue
         yield number, raw, None
