@@ -7,14 +7,20 @@ its reason to ``FILE.rejected.csv``; valid rows are never dropped because a
 neighbour is bad.
 """
 
+import contextlib
 import csv
 import gc
 import hashlib
+import heapq
+import itertools
 import json
 import logging
+import math
 import queue
 import sys
+import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +32,14 @@ from django.utils import timezone
 
 from .analysis import Analyzer
 from .bulk import CustomerCache, feedback_store_chunk
-from .intake import FIELDS, FeedbackInput, InvalidItem, validate_item
+from .intake import (
+    EXTRA_KEY,
+    FIELDS,
+    MAX_LENGTHS,
+    FeedbackInput,
+    InvalidItem,
+    validate_item,
+)
 from .services import IngestResult, feedback_ingest
 
 logger = logging.getLogger(__name__)
@@ -35,6 +48,19 @@ logger = logging.getLogger(__name__)
 MAPPABLE_FIELDS = tuple(name for name in FIELDS if name not in ("kind", "source"))
 # Comments of 10,000 characters and more must fit in one CSV field.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+# Maximum length of a line, or of a record whose quoted field spans lines,
+# in characters with line ends. A valid comment has at most 20,000
+# characters (MAX_COMMENT_LENGTH) and the other fields a few hundred each,
+# so a longer record is a quote that never closed or a file that is not CSV.
+MAX_RECORD_LENGTH = 1_000_000
+# Characters of an unreadable line kept in the rejected-row report: room for
+# a row with the longest valid comment.
+REPORT_LINE_LENGTH = 32_768
+# Column of the rejected-row report with the text of a line that could not
+# be split into the file's columns (the whole line, for JSON Lines).
+_LINE_COLUMN = "line"
+# Key of that text in a CSV row's raw values, apart from the file's columns.
+_AS_READ = object()
 
 
 class ImportFileError(Exception):
@@ -142,15 +168,26 @@ def _import_open_file(
     with handle, store:
         rows = _csv_rows(handle, options) if fmt == "csv" else _jsonl_rows(handle)
         header = next(rows)
-        columns = _resolve_mapping(header, options.mapping) if fmt == "csv" else _key_mapping(options.mapping)
+        if fmt == "csv":
+            columns = _resolve_mapping(header, options.mapping)
+            known_keys = None
+        else:
+            columns = _key_mapping(options.mapping)
+            mapped_keys = itertools.chain(*columns.values())
+            known_keys = frozenset((*FIELDS, EXTRA_KEY, *mapped_keys))
         rejects.header = header
         keys = _RowKeys()
         batch: list[FeedbackInput] = []
         batch_rows: list[tuple[int, dict]] = []
+        # First row numbers of the batches submitted and not yet counted.
+        in_flight: set[int] = set()
         for number, raw, problem in rows:
             summary.read += 1
             if problem:
                 rejects.write(number, problem, raw)
+                continue
+            if known_keys is not None and not known_keys.issuperset(raw):
+                rejects.write(number, _unknown_key_reason(raw, known_keys), raw)
                 continue
             item = _map_row(raw, columns)
             try:
@@ -164,17 +201,22 @@ def _import_open_file(
                 feedback.external_id = keys.key_for(raw)
             if options.id_prefix:
                 feedback.external_id = options.id_prefix + feedback.external_id
+                if len(feedback.external_id) > MAX_LENGTHS["external_id"]:
+                    rejects.write(number, _prefixed_id_reason(feedback, options), raw)
+                    continue
             batch.append(feedback)
             batch_rows.append((number, raw))
             if len(batch) >= batch_size:
+                in_flight.add(batch_rows[0][0])
                 store.submit(batch, batch_rows)
-                _count(store.done(), summary, rejects)
+                _count(store.done(), summary, rejects, in_flight)
                 batch, batch_rows = [], []
                 if on_progress:
                     on_progress(handle.buffer.tell(), total)
         if batch:
+            in_flight.add(batch_rows[0][0])
             store.submit(batch, batch_rows)
-    _count(store.done(), summary, rejects)
+    _count(store.done(), summary, rejects, in_flight)
     if on_progress:
         on_progress(total, total)
 
@@ -199,13 +241,36 @@ def _count(
     stored: list[tuple[IngestResult, list[tuple[int, dict]]]],
     summary: ImportSummary,
     rejects: "_RejectWriter",
+    in_flight: set[int],
 ) -> None:
     for result, rows in stored:
+        in_flight.discard(rows[0][0])
         summary.imported += result.created_count
         summary.duplicates += result.duplicate_count
         for index, reason in result.conflicts.items():
             number, raw = rows[index]
-            rejects.write(number, reason, raw)
+            rejects.hold(number, reason, raw)
+    # Every later conflict comes from a batch in flight or one not yet
+    # submitted, whose rows all come after the first row of those in flight.
+    rejects.release(below=min(in_flight, default=sys.maxsize))
+
+
+def _unknown_key_reason(raw: dict, known_keys: frozenset[str]) -> str:
+    unknown = next(key for key in raw if key not in known_keys)
+    return (
+        f"{unknown!r} is not a feedback field; use one of {', '.join(FIELDS)}, put "
+        f"other data under {EXTRA_KEY!r}, or read the key with --map FIELD={unknown}"
+    )
+
+
+def _prefixed_id_reason(feedback: FeedbackInput, options: ImportOptions) -> str:
+    limit = MAX_LENGTHS["external_id"]
+    length = len(feedback.external_id)
+    return (
+        f"external_id {feedback.external_id!r} is {length} characters long with "
+        f"--id-prefix {options.id_prefix!r}; the maximum is {limit}, so "
+        "shorten the prefix or the id"
+    )
 
 
 def _store_for(*, bulk: bool) -> "_SerialStore":
@@ -329,43 +394,64 @@ class _ThreadStore(_SerialStore):
 
 
 def _csv_rows(handle, options: ImportOptions) -> Iterator:
+    """Yield the header, then ``(row number, raw, problem)`` for every row.
+
+    A quoted field may span lines. A record that spans lines and turns out
+    broken (invalid CSV, the wrong number of fields, or longer than
+    ``MAX_RECORD_LENGTH``) most likely has a quote on its first line that
+    never closed. So only that line is rejected, and parsing starts again
+    at the next line, which reads the rows after it normally.
+    """
     delimiter = "\t" if options.delimiter in ("\\t", "tab") else options.delimiter
     if len(delimiter) != 1:
         raise ImportFileError(
             f"--delimiter {options.delimiter!r} must be one character (or 'tab')."
         )
-    # strict: a quote left open rejects its row instead of silently joining
-    # every following line into one field.
-    reader = csv.reader(handle, delimiter=delimiter, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ImportFileError("the file is empty: no header row to map columns from.") from None
-    except csv.Error as error:
-        raise ImportFileError(f"the header row cannot be read as CSV: {error}.") from None
-    header = [name.strip() for name in header]
+    lines = _PhysicalLines(handle)
+    # strict: a stray quote inside an unquoted field, or text after a
+    # closing quote, is a csv.Error instead of a silently altered value.
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    header = _csv_header(reader)
     yield header
+    record_lines = lines.record_lines
+    line_number = len(record_lines)
+    record_lines.clear()
     number = 0
     while True:
         number += 1
+        error: csv.Error | _RecordTooLong | None = None
         try:
             values = next(reader)
         except StopIteration:
             return
-        except csv.Error as error:
-            yield number, {}, f"row cannot be read as CSV: {error}"
+        except (csv.Error, _RecordTooLong) as caught:
+            error, values = caught, None
+        span = len(record_lines)
+        if values is None or (span > 1 and len(values) != len(header)):
+            raw, problem = _unreadable_record(lines, line_number + 1, values, header, error)
+            yield number, raw, problem
+            line_number += 1
+            record_lines.clear()
+            # The reader may have reached the end of the lines it was
+            # given; a new one reads the lines handed back first.
+            reader = csv.reader(lines, delimiter=delimiter, strict=True)
             continue
+        line_number += span
         if not values:
             # A blank line is no row at all.
             number -= 1
+            record_lines.clear()
             continue
         raw = dict(zip(header, values))
         if len(values) != len(header):
+            raw[_AS_READ] = _report_text(record_lines[0])
+            record_lines.clear()
             yield number, raw, (
-                f"row has {len(values)} fields but the header has {len(header)}; "
-                "check the delimiter and quoting"
+                f"row has {_count_of(len(values), 'field')} but the header has "
+                f"{len(header)}; check the delimiter and quoting"
             )
             continue
+        record_lines.clear()
         text = "".join(values)
         if not text.isascii() and _has_undecodable([text]):
             yield number, raw, "row contains bytes that are not UTF-8; save the file as UTF-8"
@@ -376,38 +462,231 @@ def _csv_rows(handle, options: ImportOptions) -> Iterator:
         yield number, raw, None
 
 
-def _jsonl_rows(handle) -> Iterator:
+def _csv_header(reader) -> list[str]:
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ImportFileError("the file is empty: no header row to map columns from.") from None
+    except csv.Error as error:
+        raise ImportFileError(f"the header row cannot be read as CSV: {error}.") from None
+    except _RecordTooLong as error:
+        raise ImportFileError(
+            f"the header row is longer than {MAX_RECORD_LENGTH:,} characters "
+            f"({error.line.length:,} on one line, or a quote that does not close); "
+            "check that the file is CSV."
+        ) from None
+    return [name.strip() for name in header]
+
+
+def _unreadable_record(
+    lines: "_PhysicalLines",
+    first_line: int,
+    values: list[str] | None,
+    header: list[str],
+    error: "csv.Error | _RecordTooLong | None",
+) -> tuple[dict, str]:
+    """Reject the first line of a broken record and hand the rest back.
+
+    Returns the raw values and the reason for the rejected-row report.
+    """
+    record_lines = lines.record_lines
+    if isinstance(error, _RecordTooLong) and not record_lines:
+        long_line = error.line
+        return {_AS_READ: str(long_line)}, (
+            f"line {first_line} of the file is {long_line.length:,} characters long, "
+            f"more than the {MAX_RECORD_LENGTH:,} a row may have; the line is rejected "
+            f"whole and only its first {len(long_line):,} characters are kept here"
+        )
+    rest = record_lines[1:]
+    if isinstance(error, _RecordTooLong):
+        rest.append(error.line)
+    lines.hand_back(rest)
+    raw = {_AS_READ: _report_text(record_lines[0])}
+    if not rest:
+        if _is_end_of_data(error):
+            return raw, (
+                f"row cannot be read as CSV: a quote opened on line {first_line} "
+                "is still open at the end of the file; close it"
+            )
+        return raw, (
+            f"row cannot be read as CSV: {error} on line {first_line}; "
+            'a quote inside a quoted field must be doubled ("")'
+        )
+    last_line = first_line + len(record_lines) - 1
+    if isinstance(error, _RecordTooLong):
+        cause = f"grows past {MAX_RECORD_LENGTH:,} characters"
+    elif _is_end_of_data(error):
+        cause = "is still open at the end of the file"
+    elif error is not None:
+        cause = f"is invalid CSV ({error})"
+    else:
+        fields = _count_of(len(values or []), "field")
+        cause = f"has {fields} but the header has {len(header)}"
+    return raw, (
+        f"row cannot be read as CSV: the quoted field that opens on line {first_line} "
+        f"does not close properly. Read on to line {last_line:,}, the row {cause}. "
+        f"Only line {first_line} is rejected and reading goes on at line "
+        f"{first_line + 1}; close the quote, or double each quote inside the "
+        'field ("")'
+    )
+
+
+def _is_end_of_data(error: BaseException | None) -> bool:
+    # CPython's csv module (3.11) raises this in strict mode when the lines
+    # run out inside a quoted field.
+    return isinstance(error, csv.Error) and str(error) == "unexpected end of data"
+
+
+def _count_of(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _report_text(line: str) -> str:
+    """Return a line as the rejected-row report keeps it: no line end, capped."""
+    line = line.rstrip("\r\n")
+    if len(line) <= REPORT_LINE_LENGTH:
+        return line
+    dropped = len(line) - REPORT_LINE_LENGTH
+    return f"{line[:REPORT_LINE_LENGTH]} [{dropped:,} more characters not kept]"
+
+
+class _LongLine(str):
+    """Start of a line longer than ``MAX_RECORD_LENGTH``, with its full ``length``."""
+
+    length: int
+
+
+class _RecordTooLong(Exception):
+    """A line or a record that spans lines is longer than ``MAX_RECORD_LENGTH``."""
+
+    def __init__(self, line: _LongLine | str):
+        super().__init__("record too long")
+        self.line = line
+
+
+class _PhysicalLines:
+    """The lines of a file for ``csv.reader``, with the lines of the current record.
+
+    ``record_lines`` lists the lines read since the caller last cleared it.
+    Because ``csv.reader`` reads no line ahead, they are the current record. Lines
+    given to ``hand_back`` are read again before the rest of the file.
+    A line or a record longer than ``MAX_RECORD_LENGTH`` raises
+    ``_RecordTooLong`` and is never held whole, so memory stays bounded.
+    """
+
+    def __init__(self, handle: TextIO):
+        self._handle = handle
+        self._pending: deque[str] = deque()
+        self.record_lines: list[str] = []
+
+    def hand_back(self, lines: list[str]) -> None:
+        self._pending.extendleft(reversed(lines))
+
+    def __iter__(self) -> Iterator[str]:
+        pending, record_lines = self._pending, self.record_lines
+        readline = self._handle.readline
+        size = 0
+        while True:
+            if pending:
+                line = pending.popleft()
+            else:
+                line = readline(MAX_RECORD_LENGTH + 1)
+                if not line:
+                    return
+                if len(line) > MAX_RECORD_LENGTH:
+                    line = _read_long_line(self._handle, line)
+            if line.__class__ is _LongLine:
+                raise _RecordTooLong(line)
+            record_lines.append(line)
+            if len(record_lines) == 1:
+                size = len(line)
+            else:
+                size += len(line)
+                if size > MAX_RECORD_LENGTH:
+                    record_lines.pop()
+                    raise _RecordTooLong(line)
+            yield line
+
+
+def _read_long_line(handle: TextIO, start: str) -> _LongLine:
+    """Read to the end of an overlong line, keeping only its start."""
+    length = len(start)
+    last = start
+    while last and last[-1] not in "\r\n":
+        last = handle.readline(1 << 20)
+        length += len(last)
+    prefix = _LongLine(start[:REPORT_LINE_LENGTH])
+    prefix.length = length
+    return prefix
+
+
+def _jsonl_rows(handle: TextIO) -> Iterator:
     yield None
     number = 0
-    for line in handle:
+    readline = handle.readline
+    while line := readline(MAX_RECORD_LENGTH + 1):
+        if len(line) > MAX_RECORD_LENGTH:
+            long_line = _read_long_line(handle, line)
+            number += 1
+            yield number, {_AS_READ: str(long_line)}, (
+                f"line is {long_line.length:,} characters long, more than the "
+                f"{MAX_RECORD_LENGTH:,} a line may have; only its first "
+                f"{len(long_line):,} characters are kept here"
+            )
+            continue
         if not line.strip():
             continue
         number += 1
         if _has_undecodable([line]):
-            yield number, {"line": line}, "line contains bytes that are not UTF-8"
+            yield number, {_AS_READ: line}, "line contains bytes that are not UTF-8"
             continue
         if "\x00" in line or "\\u0000" in line:
-            yield number, {"line": line}, "line contains a NUL character; remove it"
+            yield number, {_AS_READ: line}, "line contains a NUL character; remove it"
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(
+                line, parse_constant=_reject_constant, parse_float=_finite_float
+            )
+        except _NonFiniteNumber as error:
+            yield number, {_AS_READ: line}, (
+                f"line contains the number {error}, which JSON does not allow and the "
+                "database cannot store; write it as a string or leave it out"
+            )
+            continue
         except json.JSONDecodeError as error:
-            yield number, {"line": line}, f"line is not valid JSON: {error.msg}"
+            yield number, {_AS_READ: line}, f"line is not valid JSON: {error.msg}"
             continue
         if not isinstance(value, dict):
-            yield number, {"line": line}, "line is not a JSON object"
+            yield number, {_AS_READ: line}, "line is not a JSON object"
             continue
         # A \uD800-\uDFFF escape outside a surrogate pair decodes to a
         # lone surrogate, which PostgreSQL and UTF-8 cannot store.
         if "\\ud" in line.lower() and _has_undecodable(
             [json.dumps(value, ensure_ascii=False)]
         ):
-            yield number, {"line": line}, (
+            yield number, {_AS_READ: line}, (
                 "line contains a \\u escape of a lone surrogate, which is not "
                 "valid Unicode; remove it or escape the whole surrogate pair"
             )
             continue
         yield number, value, None
+
+
+class _NonFiniteNumber(ValueError):
+    """A JSON number that is NaN or infinite; the message is its text."""
+
+
+def _reject_constant(name: str) -> float:
+    # json.loads accepts NaN, Infinity and -Infinity, which are not JSON.
+    raise _NonFiniteNumber(name)
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses as infinity, which jsonb cannot store either.
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFiniteNumber(text)
+    return value
 
 
 def _has_undecodable(values: list[str]) -> bool:
@@ -443,6 +722,13 @@ def _resolve_mapping(header: list[str], mapping: dict[str, str]) -> dict[str, li
                     f"its columns are: {', '.join(header)}.{_delimiter_hint(header)}"
                 )
         columns[name] = parts
+    if "score" not in columns and "comment" not in columns:
+        raise ImportFileError(
+            "no column is read as score or comment, so no row would have anything "
+            f"to record; the file's columns are: {', '.join(header)}. Name them with "
+            "--map score=COLUMN or --map comment=COLUMN, and check --delimiter if "
+            f"the columns are not split as expected.{_delimiter_hint(header)}"
+        )
     for name, parts in columns.items():
         for part in parts:
             if part in repeated:
@@ -464,11 +750,18 @@ def _delimiter_hint(header: list[str]) -> str:
 
 
 def _key_mapping(mapping: dict[str, str]) -> dict[str, list[str]]:
-    """Return the keys read for each field of a JSON Lines object."""
-    return {
+    """Return the keys read for each field of a JSON Lines object.
+
+    As in the API, a line's own kind and source are read; --kind and
+    --source fill them in for lines without.
+    """
+    columns = {
         name: [part.strip() for part in mapping.get(name, name).split("+")]
         for name in MAPPABLE_FIELDS
     }
+    columns["kind"] = ["kind"]
+    columns["source"] = ["source"]
+    return columns
 
 
 def _map_row(raw: dict, columns: dict[str, list[str]]) -> dict:
@@ -506,7 +799,15 @@ class _RowKeys:
 
 
 class _RejectWriter:
-    """Writes rejected rows, opening the file only when the first one comes."""
+    """Writes rejected rows in row order, creating the report at the first one.
+
+    Rows rejected while the file is read come in row order and are written
+    at once. A row that the store of its batch rejects (a conflict) comes
+    after rows read later. Conflicts wait in a heap until no batch with an
+    earlier row is in flight, then go to a second file in row order, and
+    ``close`` merges the two files. The heap contains at most the conflicts
+    of the batches in flight, and the merge reads both files as streams.
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -514,19 +815,77 @@ class _RejectWriter:
         self.count = 0
         self._handle = None
         self._writer = None
+        self._held: list[tuple[int, int, list]] = []
+        self._conflicts = None
 
     def write(self, number: int, reason: str, raw: dict) -> None:
         if self._writer is None:
-            self._handle = open(self.path, "w", encoding="utf-8", errors="surrogateescape", newline="")
-            self._writer = csv.writer(self._handle)
-            self._columns = self.header or ["line"]
-            self._writer.writerow(["row", "reason", *self._columns])
-        if self.header is None and "line" not in raw:
-            # A JSON Lines object that parsed but failed validation.
-            raw = {"line": json.dumps(raw, ensure_ascii=False)}
-        self._writer.writerow([number, reason, *(raw.get(column, "") for column in self._columns)])
+            self._handle, self._writer = self._open(self.path)
+        self._writer.writerow(self._cells(number, reason, raw))
         self.count += 1
 
+    def hold(self, number: int, reason: str, raw: dict) -> None:
+        """Keep a conflict until ``release`` passes its row number."""
+        cells = self._cells(number, reason, raw)
+        heapq.heappush(self._held, (number, self.count, cells))
+        self.count += 1
+
+    def release(self, *, below: int) -> None:
+        """Write the held conflicts of rows before ``below`` to the second file."""
+        if not self._held or self._held[0][0] >= below:
+            return
+        if self._conflicts is None:
+            self._conflicts = tempfile.TemporaryFile(
+                "w+", encoding="utf-8", errors="surrogateescape", newline=""
+            )
+        writer = csv.writer(self._conflicts)
+        while self._held and self._held[0][0] < below:
+            writer.writerow(heapq.heappop(self._held)[2])
+
     def close(self) -> None:
+        self.release(below=sys.maxsize)
         if self._handle:
             self._handle.close()
+        if self._conflicts is not None:
+            self._merge_conflicts()
+
+    def _columns(self) -> list[str]:
+        if self.header is None:
+            return [_LINE_COLUMN]
+        title = _LINE_COLUMN if _LINE_COLUMN not in self.header else "line as read"
+        return [*self.header, title]
+
+    def _cells(self, number: int, reason: str, raw: dict) -> list:
+        if self.header is None:
+            line = raw.get(_AS_READ)
+            if line is None:
+                # A JSON Lines object that parsed but failed validation.
+                line = json.dumps(raw, ensure_ascii=False)
+            return [number, reason, _report_text(line)]
+        values = [raw.get(column, "") for column in self.header]
+        return [number, reason, *values, raw.get(_AS_READ, "")]
+
+    def _open(self, path: Path):
+        handle = open(path, "w", encoding="utf-8", errors="surrogateescape", newline="")
+        writer = csv.writer(handle)
+        writer.writerow(["row", "reason", *self._columns()])
+        return handle, writer
+
+    def _merge_conflicts(self) -> None:
+        """Merge the conflicts file into the report by row number."""
+        merged_path = self.path.with_name(self.path.name + ".partial")
+        handle, writer = self._open(merged_path)
+        with handle, self._conflicts as conflicts:
+            conflicts.seek(0)
+            streams = [csv.reader(conflicts)]
+            if self.path.exists():
+                report = open(
+                    self.path, encoding="utf-8", errors="surrogateescape", newline=""
+                )
+                streams.append(csv.reader(report))
+                next(streams[-1])
+            else:
+                report = contextlib.nullcontext()
+            with report:
+                writer.writerows(heapq.merge(*streams, key=lambda cells: int(cells[0])))
+        merged_path.replace(self.path)

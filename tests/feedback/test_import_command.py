@@ -217,7 +217,7 @@ def test_import_removes_stale_rejected_report(tmp_path):
 def test_import_unterminated_quote_rejected(tmp_path):
     path = write(tmp_path, 'external_id,score,comment\nq0,3,fine\nq1,1,"never closed\nq2,2,next\n')
     assert run_import(path, "--source", "survey", "--kind", "csat") == (
-        "imported 1, duplicates 0, rejected 1"
+        "imported 2, duplicates 0, rejected 1"
     )
     assert "cannot be read as CSV" in rejected_rows(path)[0]["reason"]
 

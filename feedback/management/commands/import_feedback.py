@@ -11,13 +11,25 @@ class Command(BaseCommand):
     help = (
         "Import feedback from a CSV or JSON Lines file. Prints one summary line "
         "'imported N, duplicates N, rejected N' and writes rejected rows with their "
-        "reason to FILE.rejected.csv. Importing the same file again adds nothing."
+        "reason to FILE.rejected.csv, in row order; its 'line' column has the text of "
+        "lines that could not be split into columns. A quoted field that never closes "
+        "rejects only the line it opens on. Importing the same file again adds nothing. "
+        "A JSON Lines line is an object with the API's fields: as in the API, a key "
+        "that is no field and not 'metadata' rejects the line."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path, help="CSV or JSON Lines file to import.")
-        parser.add_argument("--source", required=True, choices=sorted(SOURCES))
-        parser.add_argument("--kind", required=True, choices=sorted(KINDS))
+        parser.add_argument(
+            "--source", required=True, choices=sorted(SOURCES),
+            help="Source of every CSV row. A JSON Lines line may give its own source, "
+            "as in the API; this one fills in for lines without.",
+        )
+        parser.add_argument(
+            "--kind", required=True, choices=sorted(KINDS),
+            help="Kind of every CSV row. A JSON Lines line may give its own kind, "
+            "as in the API; this one fills in for lines without.",
+        )
         parser.add_argument(
             "--format", choices=["csv", "jsonl"], default="",
             help="File format; by default .jsonl and .ndjson files are JSON Lines, others CSV.",
