@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 
 from cases.permissions import cases_visible_to
 from oscm.errors import DomainError
+from oscm.idempotency.api import IDEMPOTENCY_KEY_PARAMETER, idempotent
 
 from . import serializers, services
 from .models import Action, ActionCase, ActionEvent
@@ -62,7 +63,12 @@ class ActionViewSet(
         data = serializers.ActionDetailSerializer(action).data
         return Response({**data, **extra}, status=status_code)
 
-    @extend_schema(request=serializers.ActionCreateSerializer, responses={201: serializers.ActionDetailSerializer})
+    @extend_schema(
+        request=serializers.ActionCreateSerializer,
+        responses={201: serializers.ActionDetailSerializer},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+    )
+    @idempotent
     def create(self, request: Request) -> Response:
         query = serializers.ActionCreateSerializer(data=request.data)
         query.is_valid(raise_exception=True)

@@ -35,6 +35,7 @@ from cases.views import (
 from feedback.metrics import METRIC_KINDS
 from feedback.models import Topic
 from oscm.errors import DomainError
+from oscm.idempotency.web import one_time_submission
 
 from . import services
 from .models import Action
@@ -134,6 +135,7 @@ def board(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 @domain_errors_as_messages
+@one_time_submission
 def transition(request: HttpRequest, pk: int) -> HttpResponse:
     """Move the action to ``to_state``.
 
@@ -263,6 +265,7 @@ def _selected_cases(request: HttpRequest, values: list[str]) -> list[Case]:
 
 @login_required
 @domain_errors_as_messages
+@one_time_submission
 def new(request: HttpRequest) -> HttpResponse:
     """Create an action for the cases selected on the lead board.
 
@@ -306,7 +309,11 @@ def new(request: HttpRequest) -> HttpResponse:
         )
         messages.success(
             request,
-            _("Action %(title)s created with %(count)d cases.")
+            ngettext(
+                "Action %(title)s created with %(count)d case.",
+                "Action %(title)s created with %(count)d cases.",
+                len(cases),
+            )
             % {"title": action.title, "count": len(cases)},
         )
         return redirect(reverse("actions_web:board"))

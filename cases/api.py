@@ -25,6 +25,7 @@ from django_filters.rest_framework import DjangoFilterBackend
 
 from feedback.models import Feedback
 from oscm.errors import DomainError
+from oscm.idempotency.api import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from oscm.ratelimit import client_ip, login_rate_limiter, too_many_attempts
 
 from . import serializers, workflow
@@ -207,9 +208,11 @@ class CaseViewSet(ApiAuthMixin, viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(
         request=serializers.CommentInputSerializer,
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
         responses=_event_response("The comment added to the timeline."),
     )
     @action(detail=True, methods=["post"])
+    @idempotent
     def comment(self, request: Request, pk=None) -> Response:
         """Add an internal note or a reply to the customer."""
         case = self.get_object()
@@ -221,9 +224,11 @@ class CaseViewSet(ApiAuthMixin, viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(
         request=serializers.ContactInputSerializer,
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
         responses=_event_response("The contact attempt added to the timeline."),
     )
     @action(detail=True, methods=["post"])
+    @idempotent
     def contact(self, request: Request, pk=None) -> Response:
         """Record an attempt to reach the customer."""
         case = self.get_object()
@@ -235,9 +240,11 @@ class CaseViewSet(ApiAuthMixin, viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(
         request=serializers.CustomerReplyInputSerializer,
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
         responses=_event_response("The customer's reply added to the timeline."),
     )
     @action(detail=True, methods=["post"], url_path="customer-reply")
+    @idempotent
     def customer_reply(self, request: Request, pk=None) -> Response:
         """Record the customer's reply; a waiting case resumes to in_progress."""
         case = self.get_object()

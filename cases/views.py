@@ -13,10 +13,11 @@ from datetime import datetime
 from functools import wraps
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, TooManyFieldsSent
 from django.core.paginator import Paginator
 from django.db.models import F, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
@@ -26,11 +27,13 @@ from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from feedback.models import Feedback, Topic
 from oscm.errors import DomainError
+from oscm.idempotency.web import one_time_submission
 
 from . import workflow
 from .filters import MAX_ID, CaseFilter
@@ -178,6 +181,10 @@ def on_site_url(request: HttpRequest, target: str) -> str | None:
 
 def _back_url(request: HttpRequest) -> str:
     target = request.POST.get("next") or request.headers.get("Referer", "")
+    return _local_url(request, target)
+
+
+def _local_url(request: HttpRequest, target: str) -> str:
     if on_site_url(request, target) is None:
         return reverse("cases_web:inbox")
     # A Referer is an absolute URL, so only its path and query are kept.
@@ -522,6 +529,7 @@ def _case_action(
     @login_required
     @require_POST
     @domain_errors_as_messages
+    @one_time_submission
     @wraps(operation)
     def view(request: HttpRequest, pk: int) -> HttpResponse:
         case = _visible_case(request, pk)
@@ -560,7 +568,7 @@ def case_resolve(request: HttpRequest, case: Case) -> str:
 
 @_case_action
 def case_take(request: HttpRequest, case: Case) -> str:
-    workflow.case_assign_to(case=case, actor=request.user, assignee=request.user)
+    workflow.case_take(case=case, actor=request.user)
     return _("Case #%(id)s is assigned to you.") % {"id": case.pk}
 
 
@@ -624,6 +632,7 @@ CASE_PAGE_OPERATIONS = {"move": case_move, "merge": case_merge}
 
 
 @domain_errors_as_messages
+@one_time_submission
 def _case_page_operation(request: HttpRequest, pk: int) -> HttpResponse:
     _visible_case(request, pk)
     operation = request.POST.get("operation", "")
@@ -763,16 +772,56 @@ def team_board(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _bulk_max_cases() -> int | None:
+    """Return how many cases one bulk form may send, or None for no limit.
+
+    Django rejects a body with more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS;
+    the form's other fields (CSRF token, next, assignee, operation and
+    submission token) take their share of that limit.
+    """
+    max_fields = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    return None if max_fields is None else max_fields - 5
+
+
+def _too_many_cases_message() -> str:
+    return _(
+        "Too many cases selected: a bulk change takes at most %(max)d cases. "
+        "Select fewer cases and submit again."
+    ) % {"max": _bulk_max_cases()}
+
+
+@csrf_exempt
 @login_required
+def team_bulk(request: HttpRequest) -> HttpResponse:
+    """Reassign the selected cases, or open the action form for them.
+
+    The CSRF middleware reads the body before any view, and a body with too
+    many fields made it return Django's bare 400 page. So this view is exempt
+    from the middleware, turns that error into a message, and runs the same
+    CSRF check itself (csrf_protect) before it changes anything.
+    """
+    try:
+        # The first read parses the body and raises past the field limit.
+        request.POST.getlist("case")
+    except TooManyFieldsSent:
+        messages.error(request, _too_many_cases_message())
+        return redirect(_local_url(request, request.headers.get("Referer", "")))
+    return _team_bulk(request)
+
+
+@csrf_protect
 @require_POST
 @domain_errors_as_messages
-def team_bulk(request: HttpRequest) -> HttpResponse:
-    """Reassign the selected cases, or open the action form for them."""
+@one_time_submission
+def _team_bulk(request: HttpRequest) -> HttpResponse:
     if not _led_teams(request.user).exists():
         raise PermissionDenied(_("Only team leads and admins reassign cases."))
     case_ids = parse_ids(request.POST.getlist("case"))
     if not case_ids:
         raise DomainError(_("No cases selected: tick the cases first."))
+    max_cases = _bulk_max_cases()
+    if max_cases is not None and len(case_ids) > max_cases:
+        raise DomainError(_too_many_cases_message())
     if request.POST.get("operation") == "action":
         query = urlencode([("case", pk) for pk in case_ids])
         return redirect(f"{reverse('actions_web:new')}?{query}")
@@ -789,5 +838,11 @@ def team_bulk(request: HttpRequest) -> HttpResponse:
         except DomainError as error:
             messages.error(request, error.message)
     if done:
-        messages.success(request, _("%(count)d cases reassigned.") % {"count": done})
+        messages.success(
+            request,
+            ngettext(
+                "%(count)d case reassigned.", "%(count)d cases reassigned.", done
+            )
+            % {"count": done},
+        )
     return redirect(_back_url(request))

@@ -381,7 +381,8 @@ def case_assign_to(
 
     Leads and admins assign anyone of the team. An agent may only take an
     unassigned case for themselves; taking a case already assigned to them
-    changes nothing and records no event. A new case becomes assigned, and
+    changes nothing and records no event, and taking one assigned to someone
+    else raises 409 naming that person. A new case becomes assigned, and
     an unassigned case goes back to new (resuming the SLA clock if it
     waited).
     """
@@ -393,6 +394,15 @@ def case_assign_to(
             and assignee.pk == actor.pk
             and case.assignee_id in (None, actor.pk)
         )
+        if (
+            assignee is not None
+            and assignee.pk == actor.pk
+            and not is_self_take
+            and not user_leads_team(actor, case.team_id)
+        ):
+            # An agent taking a case assigned to someone else has usually
+            # lost a race to take it, which is a conflict and not a missing right.
+            raise _already_taken(case=case)
         if not is_self_take:
             _require_lead(actor=actor, case=case, action="assign other people")
         if not case.is_open:
@@ -433,6 +443,32 @@ def case_assign_to(
             case=case, actor=actor, kind=CaseEvent.Kind.ASSIGNED, now=now, changes=changes
         )
     return case
+
+
+def case_take(*, case: Case, actor: AbstractBaseUser) -> Case:
+    """Assign an unassigned case to the actor, as the Take button does.
+
+    Raises 409 naming the assignee when someone else took the case first,
+    whatever the actor's role, so a lead who meant to take a free case does
+    not take it over from the agent who won the race. Taking a case that
+    is already assigned to the actor changes nothing.
+    """
+    with transaction.atomic():
+        locked = _lock(case)
+        _require_visible(actor=actor, case=locked)
+        if locked.assignee_id not in (None, actor.pk):
+            raise _already_taken(case=locked)
+        return case_assign_to(case=locked, actor=actor, assignee=actor)
+
+
+def _already_taken(*, case: Case) -> DomainError:
+    taker = case.assignee.get_username()
+    return DomainError(
+        f"Case #{case.pk} was already taken by {taker}: pick another case, or ask "
+        f"a lead of team {case.team.name} to reassign it.",
+        details={"assignee": case.assignee_id},
+        status=409,
+    )
 
 
 def case_change_priority(

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "feedback",
     "cases",
     "actions",
+    "oscm.idempotency",
 ]
 
 MIDDLEWARE = [
@@ -261,6 +262,16 @@ CELERY_BEAT_SCHEDULE.update(
         },
     }
 )
+
+# Hours a form's submission token or an API Idempotency-Key is remembered,
+# so a repeat within that time replays the first response. The hourly
+# clean-up deletes older keys.
+OSCM_IDEMPOTENCY_KEY_HOURS = env_int("OSCM_IDEMPOTENCY_KEY_HOURS", 24)
+CELERY_BEAT_SCHEDULE["idempotency-keys-delete-expired"] = {
+    "task": "oscm.idempotency.tasks.idempotency_keys_delete_expired_task",
+    "schedule": 3600,
+    "options": {"expires": 3500},
+}
 
 # How many rows one intake batch analyses, stores and evaluates together.
 OSCM_BATCH_SIZE = env_int("OSCM_BATCH_SIZE", 2000)

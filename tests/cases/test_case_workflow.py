@@ -663,14 +663,15 @@ def test_agent_retaking_own_case_is_noop(people):
     assert not _events(case, CaseEvent.Kind.ASSIGNED)
 
 
-def test_agent_cannot_take_assigned_case_403(people):
+def test_agent_cannot_take_assigned_case_409(people):
     colleague = TeamMemberFactory(team=people.team_a).user
     case = _case_in(State.ASSIGNED, people=people, assignee=colleague)
 
     with pytest.raises(DomainError) as error:
         workflow.case_assign_to(case=case, actor=people.agent_a, assignee=people.agent_a)
 
-    assert error.value.status == 403
+    assert error.value.status == 409
+    assert f"already taken by {colleague.username}" in error.value.message
 
 
 def test_other_team_agent_gets_404(people):

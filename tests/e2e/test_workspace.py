@@ -96,7 +96,7 @@ def test_lead_reassigns_and_creates_action(page, world):
     page.check(f"#case-{first.pk}")
     page.select_option("#bulk-assignee", str(world["agent_a"].pk))
     page.click("button[value=reassign]")
-    assert "1 cases reassigned" in page.locator(".message.success").inner_text()
+    assert "1 case reassigned" in page.locator(".message.success").inner_text()
     first.refresh_from_db()
     assert first.assignee == world["agent_a"]
 

@@ -24,4 +24,35 @@
       box.checked = event.target.checked;
     });
   });
+  // A POST form sends once: a second submit (a double click, Enter pressed
+  // twice) is dropped and the submit buttons are disabled until the next
+  // page. The server spots repeats by the form's submission token anyway.
+  function submitButtons(form) {
+    return Array.prototype.filter.call(form.elements, function (element) {
+      return element.type === "submit";
+    });
+  }
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (event.defaultPrevented || form.method !== "post") return;
+    if (form.hasAttribute("data-submitting")) {
+      event.preventDefault();
+      return;
+    }
+    form.setAttribute("data-submitting", "");
+    // A disabled button drops out of the form data, so the buttons are
+    // disabled only once the browser has read the clicked one's value.
+    window.setTimeout(function () {
+      submitButtons(form).forEach(function (button) { button.disabled = true; });
+    }, 0);
+  });
+  // The back button may restore the page from the browser's cache with the
+  // buttons still disabled; the user may then send the form again.
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) return;
+    document.querySelectorAll("form[data-submitting]").forEach(function (form) {
+      form.removeAttribute("data-submitting");
+      submitButtons(form).forEach(function (button) { button.disabled = false; });
+    });
+  });
 })();
