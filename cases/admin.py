@@ -12,6 +12,7 @@ every change is checked and written to the case timeline.
 """
 
 import logging
+from collections.abc import Callable
 from functools import cache
 
 from django import forms
@@ -28,6 +29,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timezone import localtime
+from django.utils.translation import ngettext
 
 from oscm.errors import DomainError
 
@@ -749,8 +751,14 @@ class CaseAdmin(
     def trigger_feedback_link(self, case: Case):
         return _feedback_link(case.trigger_feedback)
 
-    def _apply_each(self, request, queryset, *, done_message: str, change) -> None:
-        """Call ``change(case)`` on every case, reporting each DomainError and going on."""
+    def _apply_each(
+        self, request, queryset, *, done_message: Callable[[int], str], change
+    ) -> None:
+        """Call ``change(case)`` on every case, reporting each DomainError and going on.
+
+        ``done_message`` gets the count of changed cases and returns the
+        success message, so it can pick the singular or plural form.
+        """
         done = 0
         for case in queryset.select_related("team").order_by("pk"):
             try:
@@ -766,9 +774,7 @@ class CaseAdmin(
             else:
                 done += 1
         if done:
-            self.message_user(
-                request, done_message.format(count=done), messages.SUCCESS
-            )
+            self.message_user(request, done_message(done), messages.SUCCESS)
 
     @admin.action(description="Assign selected cases to an agent", permissions=["lead"])
     def assign_to_agent(self, request, queryset):
@@ -791,7 +797,12 @@ class CaseAdmin(
         self._apply_each(
             request,
             queryset,
-            done_message=f"{{count}} case(s) assigned to {assignee.get_username()}.",
+            done_message=lambda count: ngettext(
+                "%(count)d case assigned to %(agent)s.",
+                "%(count)d cases assigned to %(agent)s.",
+                count,
+            )
+            % {"count": count, "agent": assignee.get_username()},
             change=lambda case: case_assign_to(
                 case=case, actor=request.user, assignee=assignee
             ),
@@ -819,7 +830,12 @@ class CaseAdmin(
         self._apply_each(
             request,
             queryset,
-            done_message=f"{{count}} case(s) set to priority {Priority(priority).label}.",
+            done_message=lambda count: ngettext(
+                "%(count)d case set to priority %(priority)s.",
+                "%(count)d cases set to priority %(priority)s.",
+                count,
+            )
+            % {"count": count, "priority": Priority(priority).label},
             change=lambda case: case_change_priority(
                 case=case, actor=request.user, priority=priority
             ),
@@ -833,7 +849,10 @@ class CaseAdmin(
         self._apply_each(
             request,
             queryset,
-            done_message="{count} case(s) closed.",
+            done_message=lambda count: ngettext(
+                "%(count)d case closed.", "%(count)d cases closed.", count
+            )
+            % {"count": count},
             change=lambda case: case_transition(
                 case=case, actor=request.user, to_state=Case.State.CLOSED
             ),
