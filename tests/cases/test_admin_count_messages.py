@@ -1,5 +1,5 @@
 """The case admin's bulk actions report the count of changed cases with the
-singular or plural form."""
+singular or plural form, in English and Indonesian."""
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -91,3 +91,26 @@ def test_priority_message_count(client, personas, teams, count, expected):
 
     assert messages == [expected]
 
+
+def test_close_message_in_indonesian(client, personas, teams):
+    client.force_login(personas["agent_a"])
+    client.cookies["django_language"] = "id"
+
+    messages = _run(client, "close_cases", _resolved_cases(teams, 2))
+
+    assert messages == ["2 kasus ditutup."]
+
+
+def test_assign_message_in_indonesian(client, personas, teams):
+    client.force_login(personas["lead_a"])
+    client.cookies["django_language"] = "id"
+
+    messages = _run(
+        client,
+        "assign_to_agent",
+        _cases(teams, 1),
+        apply="1",
+        assignee=personas["agent_a"].pk,
+    )
+
+    assert messages == ["1 kasus ditugaskan kepada agent_a."]
