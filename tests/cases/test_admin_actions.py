@@ -89,7 +89,7 @@ def test_assign_action_reports_wrong_team(client, personas, case_a, teams):
         f"Case #{case_b.pk}:" in text and "not an active agent" in text
         for text in messages
     )
-    assert "1 case(s) assigned to agent_a." in messages
+    assert "1 case assigned to agent_a." in messages
 
 
 def test_assign_action_rejects_agent(client, personas, case_a):
@@ -121,7 +121,7 @@ def test_priority_action_changes_and_records(client, personas, case_a):
     event = case_a.events.get(kind=CaseEvent.Kind.PRIORITY_CHANGED)
     assert case_a.priority == Priority.URGENT
     assert event.changes == {"priority": [Priority.NORMAL, Priority.URGENT]}
-    assert "1 case(s) set to priority Urgent." in _messages(response)
+    assert "1 case set to priority Urgent." in _messages(response)
 
 
 def test_priority_action_rejects_agent(client, personas, case_a):
@@ -163,7 +163,7 @@ def test_close_action_closes_resolved(client, personas, case_a, teams):
         f"Case #{case_a.pk}:" in text and "cannot move to closed" in text
         for text in messages
     )
-    assert "1 case(s) closed." in messages
+    assert "1 case closed." in messages
 
 
 def test_case_search_finds_comment_text(client, personas, case_a, teams):
