@@ -14,9 +14,10 @@ team.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -287,22 +288,27 @@ def _cases_lock(ids: list[int]) -> _LockedCases:
             "case_id", flat=True
         )
     )
-    candidates.update(
-        Case.objects.filter(
-            is_open=True,
-            state=Case.State.NEW,
-            assignee__isnull=True,
-            customer__isnull=False,
-            pk__in=pgcopy.in_values(sorted(linked), sql_type="bigint"),
-        ).values_list("pk", "customer_id")
-    )
+    # Only the ids go to SQL, because with the state and assignee conditions
+    # the planner may scan the index of unassigned new cases once per id.
+    for pk, customer_id, is_open, state, assignee_id in Case.objects.filter(
+        pk__in=pgcopy.in_values(sorted(linked), sql_type="bigint")
+    ).values_list("pk", "customer_id", "is_open", "state", "assignee_id"):
+        if (
+            is_open
+            and state == Case.State.NEW
+            and assignee_id is None
+            and customer_id is not None
+        ):
+            candidates[pk] = customer_id
     if not candidates:
         return _LockedCases()
 
     customer_ids = sorted({pk for pk in candidates.values() if pk is not None})
     # FOR NO KEY UPDATE, so that the foreign-key checks of an import that
     # links feedback to these cases (FOR KEY SHARE) do not wait on triage.
-    locked = list(
+    # The lock reads only the columns that choose the cases to triage,
+    # because most locked cases are other open cases of the customers.
+    locked = (
         Case.objects.select_for_update(no_key=True)
         .filter(is_open=True)
         .filter(
@@ -310,19 +316,33 @@ def _cases_lock(ids: list[int]) -> _LockedCases:
             | Q(customer_id__in=pgcopy.in_values(customer_ids, sql_type="bigint"))
         )
         .order_by("pk")
+        .values_list(
+            "pk", "topic_id", "trigger_feedback_id", "customer_id", "state", "assignee_id"
+        )
     )
     id_set = set(ids)
-    new_case_ids = {
-        case.pk
-        for case in locked
-        if case.topic_id is None and case.trigger_feedback_id in id_set
-    }
-    cases = [
-        case
-        for case in locked
-        if case.pk in new_case_ids
-        or (case.pk in linked and case.customer_id is not None and _is_untouched(case))
-    ]
+    new_case_ids = set()
+    triaged_ids = []
+    for pk, topic_id, trigger_id, customer_id, state, assignee_id in locked:
+        if topic_id is None and trigger_id in id_set:
+            new_case_ids.add(pk)
+            triaged_ids.append(pk)
+        elif (
+            pk in linked
+            and customer_id is not None
+            and state == Case.State.NEW  # untouched, as in _is_untouched
+            and assignee_id is None
+        ):
+            triaged_ids.append(pk)
+    if not triaged_ids:
+        return _LockedCases()
+    # The rows stay locked, so this read returns the versions that the lock
+    # returned.
+    cases = list(
+        Case.objects.filter(
+            pk__in=pgcopy.in_values(triaged_ids, sql_type="bigint")
+        ).order_by("pk")
+    )
     return _feedback_read(cases, new_case_ids, analysed_ids=id_set)
 
 
@@ -445,24 +465,17 @@ def _sla_reapply(cases: Sequence[Case], *, now: datetime) -> None:
     """Choose the SLA policy and due times of the cases again, in memory.
 
     ``case_sla_apply`` writes the saved cases it gets with a bulk_update of
-    its own. It gets unsaved copies with the fields a policy depends on
-    instead, so ``_cases_update`` writes its results with the other triage
-    fields in one statement.
+    its own, and leaves unsaved ones to the caller. The cases count as
+    unsaved during the call, so ``_cases_update`` writes its results with
+    the other triage fields in one statement.
     """
-    copies = [
-        Case(
-            team_id=case.team_id,
-            priority=case.priority,
-            topic_id=case.topic_id,
-            opened_at=case.opened_at,
-        )
-        for case in cases
-    ]
-    case_sla_apply(cases=copies, now=now)
-    for case, copy in zip(cases, copies):
-        case.sla_policy_id = copy.sla_policy_id
-        case.first_response_due_at = copy.first_response_due_at
-        case.resolution_due_at = copy.resolution_due_at
+    for case in cases:
+        case._state.adding = True
+    try:
+        case_sla_apply(cases=cases, now=now)
+    finally:
+        for case in cases:
+            case._state.adding = False
 
 
 def _cases_save(cases: Sequence[Case], old_keys: dict[int, str]) -> list[Case]:
@@ -590,10 +603,29 @@ def _links_detach(splits: Sequence[tuple[Case, list[RuleMatch]]]) -> None:
     """Delete the links of the feedback that moves out of its case."""
     if not splits:
         return
-    pairs = Q()
+    if connection.vendor != "postgresql":
+        pairs = Q()
+        for case, matches in splits:
+            pairs |= Q(case_id=case.pk, feedback_id__in=[m.feedback.pk for m in matches])
+        CaseFeedback.objects.filter(pairs).delete()
+        return
+    case_ids = []
+    feedback_ids = []
     for case, matches in splits:
-        pairs |= Q(case_id=case.pk, feedback_id__in=[m.feedback.pk for m in matches])
-    CaseFeedback.objects.filter(pairs).delete()
+        for match in matches:
+            case_ids.append(case.pk)
+            feedback_ids.append(match.feedback.pk)
+    table = connection.ops.quote_name(CaseFeedback._meta.db_table)
+    # The pairs travel as two arrays. The ANY condition lets the planner
+    # find the links by the feedback index, as in _cases_update.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} AS link "
+            "USING unnest(%s::bigint[], %s::bigint[]) AS moving (case_id, feedback_id) "
+            "WHERE link.feedback_id = ANY(%s::bigint[]) "
+            "AND link.case_id = moving.case_id AND link.feedback_id = moving.feedback_id",
+            [case_ids, feedback_ids, feedback_ids],
+        )
 
 
 def _feedback_split(
@@ -634,7 +666,7 @@ def _feedback_split(
         for match in case_matches:
             target_id = destinations[match.feedback.pk]
             moved.setdefault((case.pk, target_id), []).append(match.feedback.pk)
-    CaseEvent.objects.bulk_create(
+    _events_insert(
         event
         for (source_id, target_id), feedback_ids in sorted(moved.items())
         for event in _split_notes(
@@ -657,34 +689,35 @@ def _split_notes(
     key: str,
     source_key: str,
     now: datetime,
-) -> tuple[CaseEvent, CaseEvent]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Build the internal notes, with no actor, that a move of feedback from
-    one case to another leaves on both timelines."""
+    one case to another leaves on both timelines, as ``_events_insert``
+    rows."""
     listed = ", ".join(f"#{feedback_id}" for feedback_id in feedback_ids)
     changes = {"case": [source_id, target_id]}
     return (
-        CaseEvent(
-            case_id=source_id,
-            kind=CaseEvent.Kind.COMMENT,
-            visibility=CaseEvent.Visibility.INTERNAL,
-            created_at=now,
-            changes=changes,
-            body=(
+        {
+            "case_id": source_id,
+            "kind": CaseEvent.Kind.COMMENT,
+            "visibility": CaseEvent.Visibility.INTERNAL,
+            "created_at": now,
+            "changes": changes,
+            "body": (
                 f"Feedback {listed} moved to case #{target_id}: its text analysis "
                 f"gives it the dedup key {key}, and this case has {source_key}."
             ),
-        ),
-        CaseEvent(
-            case_id=target_id,
-            kind=CaseEvent.Kind.COMMENT,
-            visibility=CaseEvent.Visibility.INTERNAL,
-            created_at=now,
-            changes=changes,
-            body=(
+        },
+        {
+            "case_id": target_id,
+            "kind": CaseEvent.Kind.COMMENT,
+            "visibility": CaseEvent.Visibility.INTERNAL,
+            "created_at": now,
+            "changes": changes,
+            "body": (
                 f"Feedback {listed} moved here from case #{source_id}, which was "
                 "opened before the text analysis found the topic of the feedback."
             ),
-        ),
+        },
     )
 
 
@@ -694,14 +727,14 @@ def _moves_record(
     """Append a team_changed event, with no actor, to each moved case."""
     if not moves:
         return
-    CaseEvent.objects.bulk_create(
-        CaseEvent(
-            case_id=case.pk,
-            kind=CaseEvent.Kind.TEAM_CHANGED,
-            created_at=now,
-            changes={"team": [old_team_id, case.team_id]},
-            body=f"Routed again after text analysis found the topic: {decision.reason}",
-        )
+    _events_insert(
+        {
+            "case_id": case.pk,
+            "kind": CaseEvent.Kind.TEAM_CHANGED,
+            "created_at": now,
+            "changes": {"team": [old_team_id, case.team_id]},
+            "body": f"Routed again after text analysis found the topic: {decision.reason}",
+        }
         for case, old_team_id, decision in moves
     )
 
@@ -792,19 +825,31 @@ def _assignments_record(cases: Sequence[Case], *, now: datetime) -> None:
     """Append an assigned event, with no actor, to each case given an agent."""
     if not cases:
         return
-    CaseEvent.objects.bulk_create(
-        CaseEvent(
-            case_id=case.pk,
-            kind=CaseEvent.Kind.ASSIGNED,
-            created_at=now,
-            changes={
+    _events_insert(
+        {
+            "case_id": case.pk,
+            "kind": CaseEvent.Kind.ASSIGNED,
+            "created_at": now,
+            "changes": {
                 "assignee": [None, case.assignee_id],
                 "state": [Case.State.NEW, case.state],
             },
-            body=case.assignment_reason,
-        )
+            "body": case.assignment_reason,
+        }
         for case in cases
     )
+
+
+def _events_insert(rows: Iterable[dict[str, Any]]) -> None:
+    """Insert case events given as ``{attname: value}``, in order.
+
+    PostgreSQL gets them through COPY, without a bind parameter per value.
+    Columns a row leaves out get the field defaults.
+    """
+    if connection.vendor == "postgresql":
+        pgcopy.copy_model_rows(CaseEvent, rows)
+        return
+    CaseEvent.objects.bulk_create(CaseEvent(**row) for row in rows)
 
 
 def _log_result(
