@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 from .env import env_bool, env_int, env_list, env_str
 
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "oscm.middleware.ChunkedApiBodyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # After sessions and before CommonMiddleware, as Django's i18n docs
     # require: picks English or Indonesian from the language cookie.
@@ -267,6 +269,12 @@ CELERY_BEAT_SCHEDULE.update(
 # so a repeat within that time replays the first response. The hourly
 # clean-up deletes older keys.
 OSCM_IDEMPOTENCY_KEY_HOURS = env_int("OSCM_IDEMPOTENCY_KEY_HOURS", 24)
+if OSCM_IDEMPOTENCY_KEY_HOURS < 1:
+    # A key that expires as soon as it is stored turns idempotency off.
+    raise ImproperlyConfigured(
+        f"OSCM_IDEMPOTENCY_KEY_HOURS={OSCM_IDEMPOTENCY_KEY_HOURS} is invalid: "
+        "set it to 1 or more hours (the default is 24)."
+    )
 CELERY_BEAT_SCHEDULE["idempotency-keys-delete-expired"] = {
     "task": "oscm.idempotency.tasks.idempotency_keys_delete_expired_task",
     "schedule": 3600,

@@ -2,14 +2,17 @@
 
 A client that retries a request it got no response to (a timeout, a dropped
 connection) sends the same key, and gets the first response again instead
-of a second row. The key is scoped to the user and the path; without the
-header a request runs as before.
+of a second row. The key is scoped to the user and the URL the request
+addresses, with its lookup value parsed, so /cases/076/comment/ and
+/cases/76/comment/ share keys. Without the header a request runs as before.
 """
 
 from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.request import Request
@@ -17,7 +20,7 @@ from rest_framework.response import Response
 
 from oscm.errors import DomainError
 
-from .services import idempotency_key_run, request_fingerprint
+from .services import idempotency_key_run, request_fingerprint, request_scope_path
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
@@ -50,6 +53,31 @@ def _checked_key(raw: str) -> str:
     return key
 
 
+def _lookup_parsed(view, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Return the URL kwargs with the viewset's lookup value parsed by its
+    model field, as the object lookup reads it ("076" and "76" give 76).
+
+    A value the field rejects stays as sent, because the handler then
+    returns 404 and stores nothing.
+    """
+    lookup_kwarg = getattr(view, "lookup_url_kwarg", None) or getattr(
+        view, "lookup_field", None
+    )
+    if lookup_kwarg not in kwargs:
+        return kwargs
+    options = view.get_queryset().model._meta
+    try:
+        # get_field() does not know the "pk" alias.
+        if view.lookup_field == "pk":
+            field = options.pk
+        else:
+            field = options.get_field(view.lookup_field)
+        value = field.to_python(kwargs[lookup_kwarg])
+    except (FieldDoesNotExist, ValidationError):
+        return kwargs
+    return {**kwargs, lookup_kwarg: value}
+
+
 def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
     """Run a viewset's POST handler once per Idempotency-Key.
 
@@ -75,7 +103,7 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
         stored = idempotency_key_run(
             user=request.user,
             key=key,
-            path=request.path,
+            path=request_scope_path(request, _lookup_parsed(view, kwargs)),
             fingerprint=request_fingerprint(request.data),
             perform=perform,
         )

@@ -10,6 +10,8 @@ class IdempotencyKey(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
     )
     key = models.CharField(max_length=255)
+    # The canonical path of the URL the request addressed, such as
+    # /api/v1/cases/76/comment/ for a POST to /api/v1/cases/076/comment/.
     path = models.CharField(max_length=500)
     # SHA-256 of the parsed request body, to tell a repeat from a reuse.
     request_hash = models.CharField(max_length=64)

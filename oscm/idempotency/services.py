@@ -1,5 +1,8 @@
 """Run a POST once per user, key and path, and replay its response to repeats.
 
+The path is the canonical one of the URL the request resolved to
+(request_scope_path), not the text the client sent.
+
 The workspace forms send a one-time submission token (oscm.idempotency.web)
 and API clients an Idempotency-Key header (oscm.idempotency.api); both end
 in idempotency_key_run.
@@ -17,6 +20,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from oscm.errors import DomainError
@@ -58,6 +63,30 @@ def request_fingerprint(data: Any) -> str:
         data, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder
     )
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def request_scope_path(request: HttpRequest, kwargs: dict[str, Any]) -> str:
+    """Return the path of the URL that ``request`` resolved to, rebuilt from
+    its URL name and ``kwargs``.
+
+    Keys are scoped by this path rather than by ``request.path``, so two
+    spellings of one URL, such as /cases/76/ and /cases/076/, share their
+    keys once ``kwargs`` contains the parsed values (76 for both). The path of
+    a URL already spelled canonically is unchanged, so keys stored under
+    ``request.path`` still match. Falls back to ``request.path`` when the
+    URL has no name or does not reverse with ``kwargs``.
+    """
+    match = request.resolver_match
+    if match is None or not match.url_name:
+        return request.path
+    # reverse() rejects args and kwargs together, and the resolver passes
+    # positional args only when the pattern has no named groups.
+    try:
+        if kwargs:
+            return reverse(match.view_name, kwargs=kwargs)
+        return reverse(match.view_name, args=match.args)
+    except NoReverseMatch:
+        return request.path
 
 
 def idempotency_key_run(

@@ -19,7 +19,12 @@ from django.utils.translation import gettext as _
 
 from oscm.errors import DomainError
 
-from .services import IdempotencyKeyReused, idempotency_key_run, request_fingerprint
+from .services import (
+    IdempotencyKeyReused,
+    idempotency_key_run,
+    request_fingerprint,
+    request_scope_path,
+)
 
 SUBMISSION_TOKEN_FIELD = "submission_token"
 # submission_token_new makes 32 characters; the range leaves room for change.
@@ -101,7 +106,9 @@ def one_time_submission(
             stored = idempotency_key_run(
                 user=request.user,
                 key=token,
-                path=request.path,
+                # The URL patterns' converters have already parsed kwargs,
+                # such as <int:pk>, so /cases/076/ and /cases/76/ match.
+                path=request_scope_path(request, kwargs),
                 fingerprint=request_fingerprint(fields),
                 perform=perform,
             )
