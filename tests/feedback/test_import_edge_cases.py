@@ -1,6 +1,8 @@
 """import_feedback on broken files: each bad row is rejected with its reason
 and every valid row around it is still imported."""
 
+import csv
+import io
 import json
 import resource
 
@@ -117,7 +119,8 @@ def test_open_quote_record_capped_at_max_length(tmp_path, monkeypatch):
     summary = run_import(path, "--source", "review", "--kind", "rating")
 
     assert summary == "imported 2000, duplicates 0, rejected 1"
-    assert "grows past 5,000 characters" in rejected_rows(path)[0]["reason"]
+    reason = rejected_rows(path)[0]["reason"]
+    assert "Read on to line 2,002, the row is still open at the end of the file" in reason
 
 
 def test_100_mb_line_uses_bounded_memory(tmp_path):
@@ -278,3 +281,174 @@ def test_id_prefix_fits_at_limit(tmp_path):
     summary = run_import(path, "--source", "review", "--kind", "rating", "--id-prefix", "x")
 
     assert summary == "imported 1, duplicates 0, rejected 0", connection.vendor
+
+
+def test_long_closed_quote_rejected_as_one_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(importer, "MAX_RECORD_LENGTH", 5_000)
+    body = "".join(f"inj{n},victim{n},1,line {n} {'w' * 40}\n" for n in range(520))
+    path = write(
+        tmp_path,
+        "external_id,customer,score,comment\nk1,c1,1,ok\n"
+        f'k2,c2,5,"A long letter:\n{body}end of letter"\nk3,c3,1,after\n',
+    )
+
+    summary = run_import(path, "--source", "review", "--kind", "rating")
+
+    assert summary == "imported 2, duplicates 0, rejected 1"
+    row = rejected_rows(path)[0]
+    assert row["row"] == "2"
+    assert row["line"] == 'k2,c2,5,"A long letter:'
+    assert "opens on line 3 and closes on line 524" in row["reason"]
+    assert "reading goes on at line 525" in row["reason"]
+    assert set(Feedback.objects.values_list("external_id", flat=True)) == {"k1", "k3"}
+
+
+def test_long_first_line_closing_later_rejected_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(importer, "MAX_RECORD_LENGTH", 5_000)
+    path = write(
+        tmp_path,
+        f'external_id,score,comment\nl1,5,"{"v" * 6_000}\nin,1,inside\nclose"\nl2,4,after\n',
+    )
+
+    summary = run_import(path, "--source", "review", "--kind", "rating")
+
+    assert summary == "imported 1, duplicates 0, rejected 1"
+    row = rejected_rows(path)[0]
+    assert "opens on line 2 and closes on line 4" in row["reason"]
+    assert row["line"].startswith('l1,5,"vvv')
+    assert Feedback.objects.get().external_id == "l2"
+
+
+def test_long_quote_with_extra_field_rejects_first_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(importer, "MAX_RECORD_LENGTH", 5_000)
+    rows = "".join(f"r{n},3,text {n}\n" for n in range(600))
+    path = write(tmp_path, f'external_id,score,comment\nbad,1,"open\n{rows}end",extra\n')
+
+    summary = run_import(path, "--source", "review", "--kind", "rating")
+
+    assert summary == "imported 600, duplicates 0, rejected 2"
+    reason = rejected_rows(path)[0]["reason"]
+    assert "Read on to line 603, the row has 4 fields but the header has 3" in reason
+
+
+@pytest.mark.parametrize(
+    "body, row_count",
+    [
+        # Each line closes the open field and opens the next, so a record
+        # from line 2 gains a field a line and its quote never closes.
+        ('a,1,"x\n' + 'x","y\n' * 3_000, 3_001),
+        # The same, closed at the end: the last three lines make one valid row.
+        ('a,1,"x\n' + 'x","y\n' * 3_000 + 'z"\n', 3_000),
+        # Each line opens a quote that the next line breaks.
+        ("".join(f'o{n},1,"open {n}\n' for n in range(3_000)), 3_000),
+    ],
+    ids=["never-closed", "closed-at-end", "broken-next-line"],
+)
+@pytest.mark.parametrize("limit", [1_000_000, 2_000])
+def test_hostile_quotes_parsed_in_linear_time(monkeypatch, body, row_count, limit):
+    monkeypatch.setattr(importer, "MAX_RECORD_LENGTH", limit)
+    parsed = 0
+    csv_reader = csv.reader
+    scanner_feed = importer._RecordScanner.feed
+
+    def counting_reader(lines, **options):
+        def counted():
+            nonlocal parsed
+            for line in lines:
+                parsed += len(line)
+                yield line
+
+        return csv_reader(counted(), **options)
+
+    def counting_feed(scanner, text):
+        nonlocal parsed
+        parsed += len(text)
+        scanner_feed(scanner, text)
+
+    monkeypatch.setattr(importer.csv, "reader", counting_reader)
+    monkeypatch.setattr(importer._RecordScanner, "feed", counting_feed)
+    text = "external_id,score,comment\n" + body
+    options = importer.ImportOptions(source="review", kind="rating")
+
+    rows = list(importer._csv_rows(io.StringIO(text), options))
+
+    assert len(rows) - 1 == row_count
+    assert parsed <= 6 * len(text)
+
+
+def test_scanner_matches_csv_reader():
+    samples = [
+        'a,"b\nc",d\n', 'a,"b""c"\n', 'a,"b"c\n', 'a"b,c\n', '"x\r\ny"\r\n',
+        'a,b,\n', '"open\nnever', 'a,""\n', '"a",\n', '\t"q",r\n',
+    ]
+    for text in samples:
+        lines = text.splitlines(keepends=True)
+        scanner = importer._RecordScanner(",")
+        for line in lines:
+            scanner.feed(line)
+        scanner.finish()
+        try:
+            expected = next(csv.reader(lines, strict=True))
+        except csv.Error as error:
+            assert scanner.error == str(error), text
+        else:
+            assert scanner.error is None, text
+            assert scanner.fields == len(expected), text
+
+
+def test_id_prefix_of_200_characters_fails(tmp_path):
+    path = write(tmp_path, "external_id,score\na,3\n")
+
+    with pytest.raises(CommandError) as error:
+        run_import(path, "--source", "review", "--kind", "rating", "--id-prefix", "p" * 200)
+
+    assert "--id-prefix is 200 characters long" in str(error.value)
+    assert "at most 199 characters" in str(error.value)
+    assert Feedback.objects.count() == 0
+
+
+def test_jsonl_report_keeps_original_line(tmp_path):
+    lines = [
+        '{"external_id":"r1","score":3,"foo":1}',
+        '{"external_id":"r2","score":3,"kind":"stars"}',
+        '{"external_id":"r3","score":3,"source":"fax"}',
+    ]
+    path = write(tmp_path, "\n".join(lines) + "\n", "f.jsonl")
+
+    summary = run_import(path, "--source", "review", "--kind", "rating")
+
+    assert summary == "imported 0, duplicates 0, rejected 3"
+    assert [row["line"] for row in rejected_rows(path)] == lines
+
+
+def test_jsonl_duplicate_key_rejected(tmp_path):
+    path = write(
+        tmp_path,
+        '{"external_id":"j13","score":3,"external_id":"j13b"}\n'
+        '{"external_id":"j14","score":3,"metadata":{"a":1,"a":2}}\n'
+        '{"external_id":"j15","score":3}\n',
+        "f.jsonl",
+    )
+
+    summary = run_import(path, "--source", "review", "--kind", "rating")
+
+    assert summary == "imported 1, duplicates 0, rejected 2"
+    rows = rejected_rows(path)
+    assert "has the key 'external_id' more than once" in rows[0]["reason"]
+    assert "has the key 'a' more than once" in rows[1]["reason"]
+    assert Feedback.objects.get().external_id == "j15"
+
+
+def test_csv_report_keeps_nul_and_undecodable_lines(tmp_path):
+    path = tmp_path / "feedback.csv"
+    path.write_bytes(
+        b"external_id,score,comment\nn1,3,with\x00nul\nb1,3,caf\xe9\nok,4,fine\n"
+    )
+
+    summary = run_import(path, "--source", "review", "--kind", "rating")
+
+    assert summary == "imported 1, duplicates 0, rejected 2"
+    rows = rejected_rows(path)
+    assert rows[0]["line"] == "n1,3,with\x00nul"
+    assert rows[1]["line"] == "b1,3,caf\\xe9"
+    assert "shown as \\xNN escapes" in rows[1]["reason"]

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from feedback.importer import ImportFileError, ImportOptions, import_file, parse_mapping
-from feedback.intake import FIELDS, KINDS, LANGUAGE_CODE_RE, SOURCES
+from feedback.intake import FIELDS, KINDS, LANGUAGE_CODE_RE, MAX_LENGTHS, SOURCES
 
 
 class Command(BaseCommand):
@@ -72,6 +72,13 @@ class Command(BaseCommand):
         if language and not LANGUAGE_CODE_RE.match(language):
             raise CommandError(
                 f"--language {options['language']!r} is not a language code such as en, id or pt."
+            )
+        id_limit = MAX_LENGTHS["external_id"]
+        if len(options["id_prefix"]) >= id_limit:
+            raise CommandError(
+                f"--id-prefix is {len(options['id_prefix'])} characters long, but an "
+                f"external id has at most {id_limit}, prefix included, so no row would "
+                f"fit; use a prefix of at most {id_limit - 1} characters."
             )
         try:
             import_options = ImportOptions(
