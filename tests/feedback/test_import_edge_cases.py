@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError
 from django.db import connection
 
-from feedback import importer
+from feedback import importer, readers
 from feedback.models import Feedback
 from tests.feedback.test_import_command import rejected_rows, run_import, write
 
@@ -99,7 +99,7 @@ def test_multiline_comments_still_import(tmp_path):
 
 
 def test_overlong_line_rejected_with_bounded_report(tmp_path, monkeypatch):
-    monkeypatch.setattr(importer, "MAX_RECORD_LENGTH", 50_000)
+    monkeypatch.setattr(readers, "MAX_RECORD_LENGTH", 50_000)
     huge = "x" * 200_000
     path = write(tmp_path, f"external_id,score,comment\nh1,3,{huge}\nh2,4,fine\n")
 
@@ -108,11 +108,11 @@ def test_overlong_line_rejected_with_bounded_report(tmp_path, monkeypatch):
     assert summary == "imported 1, duplicates 0, rejected 1"
     row = rejected_rows(path)[0]
     assert "is 200,006 characters long, more than the 50,000" in row["reason"]
-    assert len(row["line"]) == importer.REPORT_LINE_LENGTH
+    assert len(row["line"]) == readers.REPORT_LINE_LENGTH
 
 
 def test_open_quote_record_capped_at_max_length(tmp_path, monkeypatch):
-    monkeypatch.setattr(importer, "MAX_RECORD_LENGTH", 5_000)
+    monkeypatch.setattr(readers, "MAX_RECORD_LENGTH", 5_000)
     rows = "".join(f"c{n},3,text {n}\n" for n in range(2_000))
     path = write(tmp_path, f'external_id,score,comment\nc-open,1,"no end\n{rows}')
 
@@ -284,7 +284,7 @@ def test_id_prefix_fits_at_limit(tmp_path):
 
 
 def test_long_closed_quote_rejected_as_one_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(importer, "MAX_RECORD_LENGTH", 5_000)
+    monkeypatch.setattr(readers, "MAX_RECORD_LENGTH", 5_000)
     body = "".join(f"inj{n},victim{n},1,line {n} {'w' * 40}\n" for n in range(520))
     path = write(
         tmp_path,
@@ -304,7 +304,7 @@ def test_long_closed_quote_rejected_as_one_row(tmp_path, monkeypatch):
 
 
 def test_long_first_line_closing_later_rejected_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr(importer, "MAX_RECORD_LENGTH", 5_000)
+    monkeypatch.setattr(readers, "MAX_RECORD_LENGTH", 5_000)
     path = write(
         tmp_path,
         f'external_id,score,comment\nl1,5,"{"v" * 6_000}\nin,1,inside\nclose"\nl2,4,after\n',
@@ -320,7 +320,7 @@ def test_long_first_line_closing_later_rejected_whole(tmp_path, monkeypatch):
 
 
 def test_long_quote_with_extra_field_rejects_first_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(importer, "MAX_RECORD_LENGTH", 5_000)
+    monkeypatch.setattr(readers, "MAX_RECORD_LENGTH", 5_000)
     rows = "".join(f"r{n},3,text {n}\n" for n in range(600))
     path = write(tmp_path, f'external_id,score,comment\nbad,1,"open\n{rows}end",extra\n')
 
@@ -346,10 +346,10 @@ def test_long_quote_with_extra_field_rejects_first_line(tmp_path, monkeypatch):
 )
 @pytest.mark.parametrize("limit", [1_000_000, 2_000])
 def test_hostile_quotes_parsed_in_linear_time(monkeypatch, body, row_count, limit):
-    monkeypatch.setattr(importer, "MAX_RECORD_LENGTH", limit)
+    monkeypatch.setattr(readers, "MAX_RECORD_LENGTH", limit)
     parsed = 0
     csv_reader = csv.reader
-    scanner_feed = importer._RecordScanner.feed
+    scanner_feed = readers._RecordScanner.feed
 
     def counting_reader(lines, **options):
         def counted():
@@ -365,12 +365,12 @@ def test_hostile_quotes_parsed_in_linear_time(monkeypatch, body, row_count, limi
         parsed += len(text)
         scanner_feed(scanner, text)
 
-    monkeypatch.setattr(importer.csv, "reader", counting_reader)
-    monkeypatch.setattr(importer._RecordScanner, "feed", counting_feed)
+    monkeypatch.setattr(readers.csv, "reader", counting_reader)
+    monkeypatch.setattr(readers._RecordScanner, "feed", counting_feed)
     text = "external_id,score,comment\n" + body
     options = importer.ImportOptions(source="review", kind="rating")
 
-    rows = list(importer._csv_rows(io.StringIO(text), options))
+    rows = list(readers.csv_rows(io.StringIO(text), options))
 
     assert len(rows) - 1 == row_count
     assert parsed <= 6 * len(text)
@@ -383,7 +383,7 @@ def test_scanner_matches_csv_reader():
     ]
     for text in samples:
         lines = text.splitlines(keepends=True)
-        scanner = importer._RecordScanner(",")
+        scanner = readers._RecordScanner(",")
         for line in lines:
             scanner.feed(line)
         scanner.finish()
