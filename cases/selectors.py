@@ -8,6 +8,7 @@ from datetime import datetime
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
+from feedback import pgcopy
 from feedback.models import Feedback
 
 from .models import Case, CaseRule, RoutingRule, Team, TeamMember
@@ -24,10 +25,11 @@ def case_open_ids_by_dedup_key(*, dedup_keys: Iterable[str]) -> dict[str, int]:
     """Return the open case id for each key that has one, in one query.
 
     Filtering on ``is_open`` lets PostgreSQL use the partial unique index on
-    ``dedup_key``.
+    ``dedup_key``. The keys travel as one array, because a batch has
+    thousands of them.
     """
     rows = Case.objects.filter(
-        is_open=True, dedup_key__in=list(dedup_keys)
+        is_open=True, dedup_key__in=pgcopy.in_values(dedup_keys, sql_type="text")
     ).values_list("dedup_key", "pk")
     return dict(rows)
 
