@@ -396,6 +396,8 @@ class CaseEvent(models.Model):
         SLA_WARNING = "sla_warning", "SLA warning"
         SLA_BREACH = "sla_breach", "SLA breach"
         CUSTOMER_ERASED = "customer_erased", "Customer data erased"
+        FEEDBACK_MOVED = "feedback_moved", "Feedback moved to another case"
+        TOPICS_MIXED = "topics_mixed", "Feedback of other topics kept"
 
     class Visibility(models.TextChoices):
         INTERNAL = "internal", "Internal note"

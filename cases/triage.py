@@ -10,7 +10,8 @@ would have had. A case that no agent has taken yet is routed again by the
 same routing rules, topic or not. Once all its feedback is analysed, the
 feedback of other keys moves to the cases of those keys, as
 ``feedback_evaluate`` would have put it, and the case is assigned in its
-team.
+team. A case that an agent already has keeps such feedback, and one
+event on its timeline lists it.
 """
 
 import logging
@@ -24,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from feedback import pgcopy
-from feedback.models import Feedback
+from feedback.models import Feedback, Topic
 from oscm.errors import DomainError
 
 from . import selectors
@@ -62,6 +63,8 @@ _TRIAGE_FIELDS = (
 _TRIGGER_FIELDS = ("id", *ClaimedFeedback._fields[1:])
 # Cases listed by id in a log line at most; the count is always logged.
 _LOGGED_IDS = 20
+# The topic name that event bodies give feedback and cases without a topic.
+_NO_TOPIC = "no topic"
 # The assignment reason of a case whose trigger feedback is analysed while
 # some of its other feedback is not. Triage assigns it once the rest is
 # analysed and the feedback of other topics has moved out, so that no agent
@@ -76,8 +79,9 @@ AWAITING_FEEDBACK = (
 class TriageResult:
     """Counts of one triage call. ``topics_set`` counts the cases that got a
     topic, ``keys_kept`` the cases that keep their old key because another
-    open case has the new one, and ``feedback_moved`` the feedback that
-    moved to the case of its own key."""
+    open case has the new one, ``feedback_moved`` the feedback that moved
+    to the case of its own key, and ``topics_mixed`` the taken cases that
+    got a ``topics_mixed`` event."""
 
     topics_set: int = 0
     keys_changed: int = 0
@@ -87,6 +91,7 @@ class TriageResult:
     assigned: int = 0
     folded: int = 0
     feedback_moved: int = 0
+    topics_mixed: int = 0
 
 
 @dataclass
@@ -94,10 +99,11 @@ class _LockedCases:
     """The cases that one triage call locked and the feedback it read.
 
     ``cases`` are the cases to triage in id order: open cases without a
-    topic whose trigger feedback is in the batch, and untouched open cases
-    with feedback in the batch. ``rows`` maps each feedback of an untouched
-    case, and each trigger feedback, to its columns, and ``analysed`` contains
-    the ids among them that have their analysis.
+    topic whose trigger feedback is in the batch, and open cases with
+    feedback in the batch. ``links`` maps each case to its linked feedback
+    ids, ``rows`` maps each of those and each trigger feedback to its
+    columns, and ``analysed`` contains the ids among them that have their
+    analysis.
     """
 
     cases: list[Case] = field(default_factory=list)
@@ -154,17 +160,24 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
     - each other feedback whose own key differs from the trigger's key
       moves out (``_feedback_split``): ``case_open`` attaches it to the
       open case of its key or opens one for it, as ``feedback_evaluate``
-      does. Both cases get an internal note with no actor.
+      does. Both cases get a ``feedback_moved`` event with no actor.
     - ``case_assign`` gives the case an available agent of its team, with
-      an ``assigned`` event. A case already assigned keeps its team, agent,
-      SLA and feedback.
+      an ``assigned`` event.
+
+    A case that an agent already has keeps its team, agent, SLA and
+    feedback. Once its trigger and linked feedback are all analysed, and
+    some of that feedback has a key other than the trigger's, the case gets
+    one ``topics_mixed`` event with no actor that lists the feedback and its
+    topics (``_topics_mixed_record``). A case that already has one gets no
+    second.
 
     Unless a person takes a case meanwhile, the result does not depend on
     the order in which its feedback is analysed. A second call for the same
     ids changes nothing, except that a case without a topic is routed and
     offered to agents again.
 
-    Locks the cases to triage and the other open cases of their customers
+    Locks the cases to triage, including the taken cases linked to feedback
+    among the ids, and the other open cases of their customers
     (SELECT ... FOR NO KEY UPDATE, in id order); call it inside the
     transaction that stores the analysis. Costs a fixed number of queries
     whatever the number of ids, plus a few per folded case.
@@ -178,6 +191,8 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
 
     now = timezone.now()
     cases = locked.cases
+    # Before case_assign below gives agents to ready cases.
+    touched = [case for case in cases if not _is_untouched(case)]
     new_cases = [case for case in cases if case.pk in locked.new_case_ids]
     ready = [
         case for case in cases if _is_untouched(case) and locked.is_complete(case)
@@ -236,6 +251,7 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
         old_key_cases += _cases_save(saved, old_keys)
     _cases_fold(folded, holders, now=now)
     moved = _feedback_split(splits, trigger_keys, now=now)
+    mixed = _topics_mixed_record(touched, locked, trigger_keys, now=now)
     _moves_record(moves, now=now)
     _assignments_record(assigned, now=now)
 
@@ -252,6 +268,7 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
         assigned=len(assigned),
         folded=len(folded),
         feedback_moved=moved,
+        topics_mixed=mixed,
     )
     _log_result(result, old_key_cases=old_key_cases, moves=moves)
     return result
@@ -262,15 +279,15 @@ def _cases_lock(ids: list[int]) -> _LockedCases:
     the feedback that triage decides on.
 
     The candidates are read first without a lock: open cases without a
-    topic whose trigger is among ``ids``, and untouched open cases linked
-    to feedback among ``ids``. Then one statement locks them and every
-    other open case of their customers in id order, because feedback only
-    moves between cases of one customer. The workflow, the bulk import and
-    other triage calls lock cases in id order too, so none of them
-    deadlocks with this one on cases. The feedback is read after the lock,
-    so a call that waited on another reads what that one committed. Of two
-    calls analysing the last feedback of one case, the second therefore
-    sees the case complete.
+    topic whose trigger is among ``ids``, and open cases linked to feedback
+    among ``ids``, whether an agent has them or not. Then one statement
+    locks them and every other open case of their customers in id order,
+    because feedback only moves between cases of one customer. The
+    workflow, the bulk import and other triage calls lock cases in id order
+    too, so none of them deadlocks with this one on cases. The feedback is
+    read after the lock, so a call that waited on another reads what that
+    one committed. Of two calls analysing the last feedback of one case,
+    the second therefore sees the case complete.
 
     Each query is driven by the ids through a primary key or foreign key
     index. A join that also filters on the primary topic lets the planner
@@ -288,17 +305,12 @@ def _cases_lock(ids: list[int]) -> _LockedCases:
             "case_id", flat=True
         )
     )
-    # Only the ids go to SQL, because with the state and assignee conditions
-    # the planner may scan the index of unassigned new cases once per id.
-    for pk, customer_id, is_open, state, assignee_id in Case.objects.filter(
+    # The open and customer conditions are checked here, so that the ids
+    # alone drive the query through the primary key.
+    for pk, customer_id, is_open in Case.objects.filter(
         pk__in=pgcopy.in_values(sorted(linked), sql_type="bigint")
-    ).values_list("pk", "customer_id", "is_open", "state", "assignee_id"):
-        if (
-            is_open
-            and state == Case.State.NEW
-            and assignee_id is None
-            and customer_id is not None
-        ):
+    ).values_list("pk", "customer_id", "is_open"):
+        if is_open and customer_id is not None:
             candidates[pk] = customer_id
     if not candidates:
         return _LockedCases()
@@ -316,23 +328,16 @@ def _cases_lock(ids: list[int]) -> _LockedCases:
             | Q(customer_id__in=pgcopy.in_values(customer_ids, sql_type="bigint"))
         )
         .order_by("pk")
-        .values_list(
-            "pk", "topic_id", "trigger_feedback_id", "customer_id", "state", "assignee_id"
-        )
+        .values_list("pk", "topic_id", "trigger_feedback_id", "customer_id")
     )
     id_set = set(ids)
     new_case_ids = set()
     triaged_ids = []
-    for pk, topic_id, trigger_id, customer_id, state, assignee_id in locked:
+    for pk, topic_id, trigger_id, customer_id in locked:
         if topic_id is None and trigger_id in id_set:
             new_case_ids.add(pk)
             triaged_ids.append(pk)
-        elif (
-            pk in linked
-            and customer_id is not None
-            and state == Case.State.NEW  # untouched, as in _is_untouched
-            and assignee_id is None
-        ):
+        elif pk in linked and customer_id is not None:
             triaged_ids.append(pk)
     if not triaged_ids:
         return _LockedCases()
@@ -349,16 +354,13 @@ def _cases_lock(ids: list[int]) -> _LockedCases:
 def _feedback_read(
     cases: list[Case], new_case_ids: set[int], *, analysed_ids: set[int]
 ) -> _LockedCases:
-    """Read the trigger feedback of the locked cases and the linked feedback
-    of the untouched ones, with whether each is analysed. The caller has
-    just analysed ``analysed_ids``."""
+    """Read the trigger and linked feedback of the locked cases, with
+    whether each is analysed. The caller has just analysed ``analysed_ids``."""
     links: dict[int, list[int]] = {}
-    untouched = [case.pk for case in cases if _is_untouched(case)]
-    if untouched:
-        for case_id, feedback_id in CaseFeedback.objects.filter(
-            case_id__in=pgcopy.in_values(untouched, sql_type="bigint")
-        ).values_list("case_id", "feedback_id"):
-            links.setdefault(case_id, []).append(feedback_id)
+    for case_id, feedback_id in CaseFeedback.objects.filter(
+        case_id__in=pgcopy.in_values([case.pk for case in cases], sql_type="bigint")
+    ).values_list("case_id", "feedback_id"):
+        links.setdefault(case_id, []).append(feedback_id)
     feedback_ids = {case.trigger_feedback_id for case in cases}
     for linked in links.values():
         feedback_ids.update(linked)
@@ -635,14 +637,15 @@ def _feedback_split(
     now: datetime,
 ) -> int:
     """Attach the moving feedback to the open cases of its keys or open
-    cases for it, and note the move on both cases; return how much moved.
+    cases for it, and record the move on both cases; return how much moved.
 
     ``case_open`` gets the matches in feedback id order. So the lowest id of
     a new key becomes the trigger of its case, in whichever batch it was
-    analysed. ``case_open`` writes the links, the ``opened`` and ``feedback_attached`` events,
-    the assignments and the ``case.opened`` webhooks as for any intake.
-    The moving links are already deleted and the source cases saved with
-    their new keys, so a moving key never resolves to its old case.
+    analysed. ``case_open`` writes the links, the ``opened`` and
+    ``feedback_attached`` events, the assignments and the ``case.opened``
+    webhooks as for any intake. The moving links are already deleted and
+    the source cases saved with their new keys, so a moving key never
+    resolves to its old case.
     """
     if not splits:
         return 0
@@ -661,64 +664,177 @@ def _feedback_split(
         ).values_list("feedback_id", "case_id", "case__dedup_key")
         if dedup_key == keys[feedback_id]
     }
-    moved: dict[tuple[int, int], list[int]] = {}
+    moved: dict[tuple[int, int], list[RuleMatch]] = {}
     for case, case_matches in splits:
         for match in case_matches:
             target_id = destinations[match.feedback.pk]
-            moved.setdefault((case.pk, target_id), []).append(match.feedback.pk)
+            moved.setdefault((case.pk, target_id), []).append(match)
+    sources = {case.pk: case for case, _ in splits}
+    topic_names = _topic_names(
+        [case.topic_id for case in sources.values()]
+        + [match.feedback.primary_topic_id for match in matches]
+    )
     _events_insert(
         event
-        for (source_id, target_id), feedback_ids in sorted(moved.items())
-        for event in _split_notes(
-            source_id=source_id,
+        for (source_id, target_id), moving in sorted(moved.items())
+        for event in _moved_events(
+            source=sources[source_id],
             target_id=target_id,
-            feedback_ids=feedback_ids,
-            key=keys[feedback_ids[0]],
+            moving=moving,
             source_key=trigger_keys[source_id],
+            topic_names=topic_names,
             now=now,
         )
     )
     return len(matches)
 
 
-def _split_notes(
+def _topic_names(topic_ids: Iterable[int | None]) -> dict[int | None, str]:
+    """Map topic ids to their names, and None to "no topic", for event
+    bodies."""
+    names: dict[int | None, str] = {None: _NO_TOPIC}
+    ids = {topic_id for topic_id in topic_ids if topic_id is not None}
+    if ids:
+        names.update(Topic.objects.filter(pk__in=ids).values_list("pk", "name"))
+    return names
+
+
+def _moved_events(
     *,
-    source_id: int,
+    source: Case,
     target_id: int,
-    feedback_ids: list[int],
-    key: str,
+    moving: list[RuleMatch],
     source_key: str,
+    topic_names: dict[int | None, str],
     now: datetime,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Build the internal notes, with no actor, that a move of feedback from
-    one case to another leaves on both timelines, as ``_events_insert``
-    rows."""
+    """Build the ``feedback_moved`` events, with no actor, that a move of
+    feedback from one case to another leaves on both timelines, as
+    ``_events_insert`` rows. All the moving feedback has one key, so one
+    topic."""
+    feedback_ids = [match.feedback.pk for match in moving]
     listed = ", ".join(f"#{feedback_id}" for feedback_id in feedback_ids)
-    changes = {"case": [source_id, target_id]}
+    topic_id = moving[0].feedback.primary_topic_id
+    target_cases = (
+        f"case for the topic {topic_names[topic_id]}"
+        if topic_id is not None
+        else "case for feedback without a topic"
+    )
+    source_topic = (
+        f"the topic {topic_names[source.topic_id]}"
+        if source.topic_id is not None
+        else _NO_TOPIC
+    )
+    changes = {
+        "feedback_ids": feedback_ids,
+        "case": [source.pk, target_id],
+        "dedup_key": [source_key, moving[0].dedup_key],
+    }
     return (
         {
-            "case_id": source_id,
-            "kind": CaseEvent.Kind.COMMENT,
-            "visibility": CaseEvent.Visibility.INTERNAL,
+            "case_id": source.pk,
+            "kind": CaseEvent.Kind.FEEDBACK_MOVED,
             "created_at": now,
             "changes": changes,
             "body": (
-                f"Feedback {listed} moved to case #{target_id}: its text analysis "
-                f"gives it the dedup key {key}, and this case has {source_key}."
+                f"Feedback {listed} moved to case #{target_id}, the customer's open "
+                f"{target_cases}. This case has {source_topic} and got the feedback "
+                "before the text analysis found its topic."
             ),
         },
         {
             "case_id": target_id,
-            "kind": CaseEvent.Kind.COMMENT,
-            "visibility": CaseEvent.Visibility.INTERNAL,
+            "kind": CaseEvent.Kind.FEEDBACK_MOVED,
             "created_at": now,
             "changes": changes,
             "body": (
-                f"Feedback {listed} moved here from case #{source_id}, which was "
-                "opened before the text analysis found the topic of the feedback."
+                f"Feedback {listed} moved here from case #{source.pk}, which got it "
+                "before the text analysis found its topic."
             ),
         },
     )
+
+
+def _topics_mixed_record(
+    cases: Sequence[Case],
+    locked: _LockedCases,
+    trigger_keys: dict[int, str],
+    *,
+    now: datetime,
+) -> int:
+    """Append a ``topics_mixed`` event, with no actor, to each taken case
+    whose feedback is all analysed and partly has other keys than its
+    trigger; return how many cases got one.
+
+    Triage moves such feedback only out of untouched cases, so a case that
+    an agent took before the analysis finished keeps it, and this event
+    records that on its timeline. A case gets one such event at most, because the
+    caller holds the case locks, so the check for an earlier event sees
+    those of other triage calls.
+    """
+    kept: dict[int, tuple[Case, list[ClaimedFeedback]]] = {}
+    for case in cases:
+        if not locked.is_complete(case):
+            continue
+        rows = [
+            locked.rows[feedback_id]
+            for feedback_id in sorted(locked.links.get(case.pk, ()))
+            if feedback_id != case.trigger_feedback_id
+            and case_dedup_key(feedback=locked.rows[feedback_id])
+            != trigger_keys[case.pk]
+        ]
+        if rows:
+            kept[case.pk] = (case, rows)
+    if not kept:
+        return 0
+    recorded = set(
+        CaseEvent.objects.filter(
+            case_id__in=sorted(kept), kind=CaseEvent.Kind.TOPICS_MIXED
+        ).values_list("case_id", flat=True)
+    )
+    for case_id in recorded:
+        del kept[case_id]
+    if not kept:
+        return 0
+
+    topic_names = _topic_names(
+        [case.topic_id for case, _ in kept.values()]
+        + [row.primary_topic_id for _, rows in kept.values() for row in rows]
+    )
+    _events_insert(
+        _topics_mixed_event(case=case, rows=rows, topic_names=topic_names, now=now)
+        for _, (case, rows) in sorted(kept.items())
+    )
+    return len(kept)
+
+
+def _topics_mixed_event(
+    *,
+    case: Case,
+    rows: list[ClaimedFeedback],
+    topic_names: dict[int | None, str],
+    now: datetime,
+) -> dict[str, Any]:
+    listed = ", ".join(
+        f"#{row.pk} ({topic_names[row.primary_topic_id]})" for row in rows
+    )
+    return {
+        "case_id": case.pk,
+        "kind": CaseEvent.Kind.TOPICS_MIXED,
+        "created_at": now,
+        "changes": {
+            "feedback_ids": [row.pk for row in rows],
+            "feedback_topic_ids": {str(row.pk): row.primary_topic_id for row in rows},
+        },
+        "body": (
+            f"Feedback {listed} is about other topics than this case "
+            f"({topic_names[case.topic_id]}). It stays here because an agent "
+            "already had the case when the text analysis finished, and triage "
+            "moves feedback only out of cases that no agent has taken. The "
+            "workspace cannot move feedback to another case or open a case by "
+            "hand, so handle it on this case."
+        ),
+    }
 
 
 def _moves_record(
@@ -861,13 +977,15 @@ def _log_result(
     logger.info(
         "Triage after analysis: %d cases got their topic, %d routed again, "
         "%d moved, %d assigned, %d merged into an open case of their topic; "
-        "%d feedback moved to the case of its own key",
+        "%d feedback moved to the case of its own key; %d taken cases keep "
+        "feedback of other topics",
         result.topics_set,
         result.rerouted,
         result.moved,
         result.assigned,
         result.folded,
         result.feedback_moved,
+        result.topics_mixed,
         extra={
             "feedback_moved": result.feedback_moved,
             "cases_triaged": result.topics_set,
@@ -875,6 +993,7 @@ def _log_result(
             "cases_moved": result.moved,
             "cases_assigned": result.assigned,
             "cases_folded": result.folded,
+            "cases_topics_mixed": result.topics_mixed,
             "moved_case_ids": [case.pk for case, _, _ in moves[:_LOGGED_IDS]],
         },
     )

@@ -70,6 +70,8 @@ EVENT_LABELS = {
     CaseEvent.Kind.SLA_WARNING: gettext_lazy("SLA warning"),
     CaseEvent.Kind.SLA_BREACH: gettext_lazy("SLA breach"),
     CaseEvent.Kind.CUSTOMER_ERASED: gettext_lazy("Customer data erased"),
+    CaseEvent.Kind.FEEDBACK_MOVED: gettext_lazy("Feedback moved to another case"),
+    CaseEvent.Kind.TOPICS_MIXED: gettext_lazy("Feedback of other topics kept"),
 }
 CHANNEL_LABELS = {
     CaseEvent.Channel.EMAIL: gettext_lazy("Email"),
@@ -378,11 +380,16 @@ def _possible_transitions(case: Case) -> list[str]:
     return states
 
 
+# Change fields that store a plain list, not an [old, new] pair. The event
+# body already names their values.
+_LIST_CHANGES = frozenset({"feedback_ids"})
+
+
 def _change_pairs(event: CaseEvent) -> list[tuple[str, object, object]]:
     return [
         (field, values[0], values[1])
         for field, values in event.changes.items()
-        if isinstance(values, list) and len(values) == 2
+        if isinstance(values, list) and len(values) == 2 and field not in _LIST_CHANGES
     ]
 
 

@@ -10,6 +10,7 @@ import random
 
 import pytest
 from django.db import connection, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from cases.models import Case, CaseEvent, CaseFeedback, Priority, Team, TeamMember
@@ -149,21 +150,75 @@ def test_split_opens_case_as_task_path():
     ]
 
 
-def test_split_notes_both_cases():
+def test_split_records_move_on_source():
     ids = _import(ROWS)
 
     feedback_analyze(feedback_ids=list(ids.values()))
 
     source = Case.objects.get(trigger_feedback_id=ids["d1"])
     target = Case.objects.get(trigger_feedback_id=ids["p1"])
-    notes = CaseEvent.objects.filter(kind=CaseEvent.Kind.COMMENT)
-    source_note = notes.get(case=source)
-    target_note = notes.get(case=target)
-    assert source_note.actor is None
-    assert source_note.visibility == CaseEvent.Visibility.INTERNAL
-    assert source_note.changes == {"case": [source.pk, target.pk]}
-    assert f"#{ids['p1']}, #{ids['p2']} moved to case #{target.pk}" in source_note.body
-    assert f"moved here from case #{source.pk}" in target_note.body
+    event = CaseEvent.objects.get(case=source, kind=CaseEvent.Kind.FEEDBACK_MOVED)
+    assert event.actor is None
+    assert event.changes == {
+        "feedback_ids": [ids["p1"], ids["p2"]],
+        "case": [source.pk, target.pk],
+        "dedup_key": [_key("delivery"), _key("price")],
+    }
+    assert event.body == (
+        f"Feedback #{ids['p1']}, #{ids['p2']} moved to case #{target.pk}, the "
+        "customer's open case for the topic Price. This case has the topic "
+        "Delivery and got the feedback before the text analysis found its topic."
+    )
+
+
+def test_split_records_move_on_target():
+    ids = _import(ROWS)
+
+    feedback_analyze(feedback_ids=list(ids.values()))
+
+    source = Case.objects.get(trigger_feedback_id=ids["d1"])
+    target = Case.objects.get(trigger_feedback_id=ids["p1"])
+    event = CaseEvent.objects.get(case=target, kind=CaseEvent.Kind.FEEDBACK_MOVED)
+    assert event.actor is None
+    assert event.changes["case"] == [source.pk, target.pk]
+    assert event.body == (
+        f"Feedback #{ids['p1']}, #{ids['p2']} moved here from case #{source.pk}, "
+        "which got it before the text analysis found its topic."
+    )
+
+
+def test_split_leaves_no_comment():
+    ids = _import(ROWS)
+
+    feedback_analyze(feedback_ids=list(ids.values()))
+
+    assert not CaseEvent.objects.filter(kind=CaseEvent.Kind.COMMENT).exists()
+
+
+def test_split_names_missing_topic():
+    ids = _import([("d1", "1", DELIVERY), ("n1", "2", PLAIN)])
+
+    feedback_analyze(feedback_ids=list(ids.values()))
+
+    source = Case.objects.get(trigger_feedback_id=ids["d1"])
+    event = CaseEvent.objects.get(case=source, kind=CaseEvent.Kind.FEEDBACK_MOVED)
+    assert "open case for feedback without a topic" in event.body
+    assert event.changes["dedup_key"] == [_key("delivery"), _key(None)]
+
+
+def test_split_move_shown_in_indonesian(client):
+    _agents()
+    ids = _import(ROWS)
+    feedback_analyze(feedback_ids=list(ids.values()))
+    case = Case.objects.get(trigger_feedback_id=ids["d1"])
+    client.force_login(case.assignee)
+    client.cookies["django_language"] = "id"
+
+    response = client.get(reverse("cases_web:case", args=[case.pk]))
+
+    assert response.status_code == 200
+    assert "Umpan balik dipindah ke kasus lain" in response.content.decode()
+    assert "feedback_ids" not in response.content.decode()
 
 
 def test_split_attaches_to_open_case_of_key(topics):
@@ -227,18 +282,134 @@ def test_split_assigns_case_once_complete():
     assert _open_cases() == SPLIT
 
 
+def _take_case() -> Case:
+    """Give the customer's one case to the agent of its team, as the agent
+    taking it would."""
+    case = Case.objects.get()
+    agent = TeamMember.objects.get(team=case.team).user
+    Case.objects.update(assignee=agent, state=Case.State.ASSIGNED)
+    return Case.objects.get()
+
+
+def _kept_topics_events():
+    return CaseEvent.objects.filter(kind=CaseEvent.Kind.TOPICS_MIXED)
+
+
 def test_split_keeps_rows_of_touched_case():
     _agents()
     ids = _import(ROWS)
     feedback_analyze(feedback_ids=[ids["d1"]])
-    agent = TeamMember.objects.get(team__name="Customer Service").user
-    Case.objects.update(assignee=agent, state=Case.State.ASSIGNED)
+    _take_case()
 
     feedback_analyze(feedback_ids=[ids["p1"], ids["d2"], ids["p2"]])
 
     assert _open_cases() == {
         "delivery": ("d1", ["d1", "d2", "p1", "p2"], "Customer Service")
     }
+
+
+def test_kept_topics_on_touched_case(topics):
+    _agents()
+    ids = _import(ROWS)
+    feedback_analyze(feedback_ids=[ids["d1"]])
+    case = _take_case()
+
+    feedback_analyze(feedback_ids=[ids["p1"], ids["d2"], ids["p2"]])
+
+    event = _kept_topics_events().get()
+    price = topics["price"].pk
+    assert event.case_id == case.pk
+    assert event.actor is None
+    assert event.changes == {
+        "feedback_ids": [ids["p1"], ids["p2"]],
+        "feedback_topic_ids": {str(ids["p1"]): price, str(ids["p2"]): price},
+    }
+    assert event.body.startswith(
+        f"Feedback #{ids['p1']} (Price), #{ids['p2']} (Price) is about other "
+        "topics than this case (Delivery). It stays here because an agent "
+        "already had the case when the text analysis finished"
+    )
+    assert "so handle it on this case." in event.body
+
+
+def test_kept_topics_on_case_taken_early():
+    _agents()
+    ids = _import(ROWS)
+    case = _take_case()
+
+    feedback_analyze(feedback_ids=list(ids.values()))
+
+    case.refresh_from_db()
+    assert case.topic.slug == "delivery"
+    assert _kept_topics_events().get().case_id == case.pk
+
+
+def test_kept_topics_wait_for_analysis():
+    _agents()
+    ids = _import(ROWS)
+    _take_case()
+
+    feedback_analyze(feedback_ids=[ids["d1"], ids["p1"]])
+
+    assert not _kept_topics_events().exists()
+
+
+def test_kept_topics_list_every_batch():
+    _agents()
+    ids = _import(ROWS)
+    _take_case()
+    feedback_analyze(feedback_ids=[ids["d1"], ids["p1"]])
+
+    feedback_analyze(feedback_ids=[ids["d2"], ids["p2"]])
+
+    event = _kept_topics_events().get()
+    assert event.changes["feedback_ids"] == [ids["p1"], ids["p2"]]
+
+
+def test_kept_topics_recorded_once():
+    _agents()
+    ids = _import(ROWS)
+    _take_case()
+    feedback_analyze(feedback_ids=list(ids.values()))
+
+    with transaction.atomic():
+        result = case_triage_after_analysis(feedback_ids=list(ids.values()))
+
+    assert result.topics_mixed == 0
+    assert _kept_topics_events().count() == 1
+
+
+def test_kept_topics_skip_one_topic():
+    _agents()
+    ids = _import([("d1", "1", DELIVERY), ("d2", "3", DELIVERY)])
+    _take_case()
+
+    feedback_analyze(feedback_ids=list(ids.values()))
+
+    assert not _kept_topics_events().exists()
+
+
+def test_kept_topics_skip_untouched_case():
+    _agents()
+    ids = _import(ROWS)
+
+    feedback_analyze(feedback_ids=list(ids.values()))
+
+    assert not _kept_topics_events().exists()
+
+
+def test_kept_topics_shown_on_page(client):
+    _agents()
+    ids = _import(ROWS)
+    case = _take_case()
+    feedback_analyze(feedback_ids=list(ids.values()))
+    client.force_login(case.assignee)
+
+    response = client.get(reverse("cases_web:case", args=[case.pk]))
+
+    content = response.content.decode()
+    assert "Feedback of other topics kept" in content
+    assert f"Feedback #{ids['p1']} (Price)" in content
 
 
 @pytest.mark.parametrize(
