@@ -613,7 +613,7 @@ def _open_cases_hold(open_case_ids: dict[str, int]) -> dict[str, int]:
     FOR UPDATE) wait, and lets assignment, triage and other batches' updates
     through. A case that closed between the look-up and the lock is left
     out, so its feedback opens a new case. SQLite has no row locks and
-    writes one transaction at a time, so there the look-up stands.
+    writes one transaction at a time, so there the look-up is returned unchanged.
     """
     if not open_case_ids or connection.vendor != "postgresql":
         return open_case_ids

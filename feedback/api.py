@@ -101,8 +101,10 @@ class CanSubmitFeedback(BasePermission):
 
 
 def _has_external_id(item: object) -> bool:
-    """Whether the item names its own external id: 0 does, and blank text
-    (which intake strips to nothing) does not."""
+    """Return whether the item names its own external id.
+
+    The number 0 is an id. Blank text is not, because intake strips it to
+    nothing."""
     value = item.get("external_id") if isinstance(item, dict) else None
     if value is None or isinstance(value, bool):
         return False

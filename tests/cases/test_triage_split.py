@@ -54,7 +54,7 @@ def _no_queued_analysis(monkeypatch):
 
 def _store(rows) -> None:
     """Store (external id, customer, score, comment, touchpoint) rows as NPS
-    answers through the bulk import, in one chunk."""
+    responses through the bulk import, in one chunk."""
     now = timezone.now()
     items = [
         validate_item(
