@@ -15,17 +15,16 @@ event on its timeline lists it.
 """
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from feedback import pgcopy
-from feedback.models import Feedback, Topic
+from feedback.models import Feedback
 from oscm.errors import DomainError
 
 from . import selectors
@@ -35,12 +34,16 @@ from .models import Case, CaseEvent, CaseFeedback, RoutingRule, Team
 from .services import (
     ClaimedFeedback,
     RoutingDecision,
-    RuleMatch,
     case_assign,
     case_dedup_key,
-    case_open,
     case_route,
-    case_rule_match,
+)
+from .triage_moves import (
+    events_insert,
+    feedback_split,
+    links_detach,
+    splits_find,
+    topics_mixed_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,8 +66,6 @@ _TRIAGE_FIELDS = (
 _TRIGGER_FIELDS = ("id", *ClaimedFeedback._fields[1:])
 # Cases listed by id in a log line at most; the count is always logged.
 _LOGGED_IDS = 20
-# The topic name that event bodies give feedback and cases without a topic.
-_NO_TOPIC = "no topic"
 # The assignment reason of a case whose trigger feedback is analysed while
 # some of its other feedback is not. Triage assigns it once the rest is
 # analysed and the feedback of other topics has moved out, so that no agent
@@ -95,7 +96,7 @@ class TriageResult:
 
 
 @dataclass
-class _LockedCases:
+class LockedCases:
     """The cases that one triage call locked and the feedback it read.
 
     ``cases`` are the cases to triage in id order: open cases without a
@@ -158,7 +159,7 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
       folds into that case (``_cases_fold``), so the customer keeps one open
       case per topic.
     - each other feedback whose own key differs from the trigger's key
-      moves out (``_feedback_split``): ``case_open`` attaches it to the
+      moves out (``feedback_split``): ``case_open`` attaches it to the
       open case of its key or opens one for it, as ``feedback_evaluate``
       does. Both cases get a ``feedback_moved`` event with no actor.
     - ``case_assign`` gives the case an available agent of its team, with
@@ -168,7 +169,7 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
     feedback. Once its trigger and linked feedback are all analysed, and
     some of that feedback has a key other than the trigger's, the case gets
     one ``topics_mixed`` event with no actor that lists the feedback and its
-    topics (``_topics_mixed_record``). A case that already has one gets no
+    topics (``topics_mixed_record``). A case that already has one gets no
     second.
 
     Unless a person takes a case meanwhile, the result does not depend on
@@ -233,7 +234,7 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
         if case.pk not in folded_ids
         and (case.pk in locked.new_case_ids or case.assignment_reason == AWAITING_FEEDBACK)
     ]
-    splits = _splits_find(ready, locked, trigger_keys)
+    splits = splits_find(ready, locked, trigger_keys)
     if splits:
         # case_open assigns the cases it opens in teams not known yet. All
         # teams are locked first, in id order, so that its case_assign and
@@ -241,7 +242,7 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
         _teams_lock()
     case_assign(cases=to_assign, now=now)
     assigned = [case for case in to_assign if case.assignee_id is not None]
-    _links_detach(splits)
+    links_detach(splits)
     changed_ids = {case.pk for case in [*new_cases, *rekeyed, *to_assign]}
     changed_ids.update(case.pk for case, _ in splits)
     saved = [case for case in unmerged if case.pk in changed_ids]
@@ -250,8 +251,8 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
     if saved:
         old_key_cases += _cases_save(saved, old_keys)
     _cases_fold(folded, holders, now=now)
-    moved = _feedback_split(splits, trigger_keys, now=now)
-    mixed = _topics_mixed_record(touched, locked, trigger_keys, now=now)
+    moved = feedback_split(splits, trigger_keys, now=now)
+    mixed = topics_mixed_record(touched, locked, trigger_keys, now=now)
     _moves_record(moves, now=now)
     _assignments_record(assigned, now=now)
 
@@ -274,7 +275,7 @@ def case_triage_after_analysis(*, feedback_ids: Sequence[int]) -> TriageResult:
     return result
 
 
-def _cases_lock(ids: list[int]) -> _LockedCases:
+def _cases_lock(ids: list[int]) -> LockedCases:
     """Lock the cases to triage for the analysed feedback ``ids`` and read
     the feedback that triage decides on.
 
@@ -313,7 +314,7 @@ def _cases_lock(ids: list[int]) -> _LockedCases:
         if is_open and customer_id is not None:
             candidates[pk] = customer_id
     if not candidates:
-        return _LockedCases()
+        return LockedCases()
 
     customer_ids = sorted({pk for pk in candidates.values() if pk is not None})
     # FOR NO KEY UPDATE, so that the foreign-key checks of an import that
@@ -340,7 +341,7 @@ def _cases_lock(ids: list[int]) -> _LockedCases:
         elif pk in linked and customer_id is not None:
             triaged_ids.append(pk)
     if not triaged_ids:
-        return _LockedCases()
+        return LockedCases()
     # The rows stay locked, so this read returns the versions that the lock
     # returned.
     cases = list(
@@ -353,7 +354,7 @@ def _cases_lock(ids: list[int]) -> _LockedCases:
 
 def _feedback_read(
     cases: list[Case], new_case_ids: set[int], *, analysed_ids: set[int]
-) -> _LockedCases:
+) -> LockedCases:
     """Read the trigger and linked feedback of the locked cases, with
     whether each is analysed. The caller has just analysed ``analysed_ids``."""
     links: dict[int, list[int]] = {}
@@ -373,7 +374,7 @@ def _feedback_read(
         rows[row.pk] = row
         if analysed_at is not None:
             analysed.add(row.pk)
-    return _LockedCases(
+    return LockedCases(
         cases=cases, new_case_ids=new_case_ids, rows=rows, analysed=analysed, links=links
     )
 
@@ -407,7 +408,7 @@ def _dedup_keys_assign(
 
 
 def _cases_reroute(
-    cases: Sequence[Case], locked: _LockedCases
+    cases: Sequence[Case], locked: LockedCases
 ) -> list[tuple[Case, int, RoutingDecision]]:
     """Route the cases again with their topic and move those whose team
     changes, in memory; return (case, old team id, decision) per move."""
@@ -549,50 +550,6 @@ def _cases_update(cases: Sequence[Case]) -> None:
         )
 
 
-def _splits_find(
-    cases: Sequence[Case], locked: _LockedCases, trigger_keys: dict[int, str]
-) -> list[tuple[Case, list[RuleMatch]]]:
-    """Return each case with the rule matches of its feedback whose own key
-    differs from the key of its trigger feedback, lowest feedback id first.
-
-    A feedback that no active case rule matches any more stays where it is,
-    because ``feedback_evaluate`` would open no case for it.
-    """
-    differing = []
-    for case in cases:
-        rows = [
-            locked.rows[feedback_id]
-            for feedback_id in sorted(locked.links.get(case.pk, ()))
-            if feedback_id != case.trigger_feedback_id
-        ]
-        rows = [
-            row for row in rows if case_dedup_key(feedback=row) != trigger_keys[case.pk]
-        ]
-        if rows:
-            differing.append((case, rows))
-    if not differing:
-        return []
-
-    rules_by_kind = selectors.case_rules_by_kind()
-    splits = []
-    for case, rows in differing:
-        matches = []
-        for row in rows:
-            match = case_rule_match(feedback=row, rules=rules_by_kind.get(row.kind, []))
-            if match is None:
-                logger.info(
-                    "Feedback %s keeps case %s: no case rule matches it any more",
-                    row.pk,
-                    case.pk,
-                    extra={"feedback_id": row.pk, "case_id": case.pk},
-                )
-                continue
-            matches.append(match)
-        if matches:
-            splits.append((case, matches))
-    return splits
-
-
 def _teams_lock() -> None:
     list(
         Team.objects.select_for_update(no_key=True)
@@ -601,249 +558,13 @@ def _teams_lock() -> None:
     )
 
 
-def _links_detach(splits: Sequence[tuple[Case, list[RuleMatch]]]) -> None:
-    """Delete the links of the feedback that moves out of its case."""
-    if not splits:
-        return
-    if connection.vendor != "postgresql":
-        pairs = Q()
-        for case, matches in splits:
-            pairs |= Q(case_id=case.pk, feedback_id__in=[m.feedback.pk for m in matches])
-        CaseFeedback.objects.filter(pairs).delete()
-        return
-    case_ids = []
-    feedback_ids = []
-    for case, matches in splits:
-        for match in matches:
-            case_ids.append(case.pk)
-            feedback_ids.append(match.feedback.pk)
-    table = connection.ops.quote_name(CaseFeedback._meta.db_table)
-    # The pairs travel as two arrays. The ANY condition lets the planner
-    # find the links by the feedback index, as in _cases_update.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {table} AS link "
-            "USING unnest(%s::bigint[], %s::bigint[]) AS moving (case_id, feedback_id) "
-            "WHERE link.feedback_id = ANY(%s::bigint[]) "
-            "AND link.case_id = moving.case_id AND link.feedback_id = moving.feedback_id",
-            [case_ids, feedback_ids, feedback_ids],
-        )
-
-
-def _feedback_split(
-    splits: Sequence[tuple[Case, list[RuleMatch]]],
-    trigger_keys: dict[int, str],
-    *,
-    now: datetime,
-) -> int:
-    """Attach the moving feedback to the open cases of its keys or open
-    cases for it, and record the move on both cases; return how much moved.
-
-    ``case_open`` gets the matches in feedback id order. So the lowest id of
-    a new key becomes the trigger of its case, in whichever batch it was
-    analysed. ``case_open`` writes the links, the ``opened`` and
-    ``feedback_attached`` events, the assignments and the ``case.opened``
-    webhooks as for any intake. The moving links are already deleted and
-    the source cases saved with their new keys, so a moving key never
-    resolves to its old case.
-    """
-    if not splits:
-        return 0
-    matches = sorted(
-        (match for _, case_matches in splits for match in case_matches),
-        key=lambda match: match.feedback.pk,
-    )
-    case_open(matches=matches, now=now)
-
-    keys = {match.feedback.pk: match.dedup_key for match in matches}
-    destinations = {
-        feedback_id: case_id
-        for feedback_id, case_id, dedup_key in CaseFeedback.objects.filter(
-            feedback_id__in=pgcopy.in_values(sorted(keys), sql_type="bigint"),
-            case__is_open=True,
-        ).values_list("feedback_id", "case_id", "case__dedup_key")
-        if dedup_key == keys[feedback_id]
-    }
-    moved: dict[tuple[int, int], list[RuleMatch]] = {}
-    for case, case_matches in splits:
-        for match in case_matches:
-            target_id = destinations[match.feedback.pk]
-            moved.setdefault((case.pk, target_id), []).append(match)
-    sources = {case.pk: case for case, _ in splits}
-    topic_names = _topic_names(
-        [case.topic_id for case in sources.values()]
-        + [match.feedback.primary_topic_id for match in matches]
-    )
-    _events_insert(
-        event
-        for (source_id, target_id), moving in sorted(moved.items())
-        for event in _moved_events(
-            source=sources[source_id],
-            target_id=target_id,
-            moving=moving,
-            source_key=trigger_keys[source_id],
-            topic_names=topic_names,
-            now=now,
-        )
-    )
-    return len(matches)
-
-
-def _topic_names(topic_ids: Iterable[int | None]) -> dict[int | None, str]:
-    """Map topic ids to their names, and None to "no topic", for event
-    bodies."""
-    names: dict[int | None, str] = {None: _NO_TOPIC}
-    ids = {topic_id for topic_id in topic_ids if topic_id is not None}
-    if ids:
-        names.update(Topic.objects.filter(pk__in=ids).values_list("pk", "name"))
-    return names
-
-
-def _moved_events(
-    *,
-    source: Case,
-    target_id: int,
-    moving: list[RuleMatch],
-    source_key: str,
-    topic_names: dict[int | None, str],
-    now: datetime,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Build the ``feedback_moved`` events, with no actor, that a move of
-    feedback from one case to another leaves on both timelines, as
-    ``_events_insert`` rows. All the moving feedback has one key, so one
-    topic."""
-    feedback_ids = [match.feedback.pk for match in moving]
-    listed = ", ".join(f"#{feedback_id}" for feedback_id in feedback_ids)
-    topic_id = moving[0].feedback.primary_topic_id
-    target_cases = (
-        f"case for the topic {topic_names[topic_id]}"
-        if topic_id is not None
-        else "case for feedback without a topic"
-    )
-    source_topic = (
-        f"the topic {topic_names[source.topic_id]}"
-        if source.topic_id is not None
-        else _NO_TOPIC
-    )
-    changes = {
-        "feedback_ids": feedback_ids,
-        "case": [source.pk, target_id],
-        "dedup_key": [source_key, moving[0].dedup_key],
-    }
-    return (
-        {
-            "case_id": source.pk,
-            "kind": CaseEvent.Kind.FEEDBACK_MOVED,
-            "created_at": now,
-            "changes": changes,
-            "body": (
-                f"Feedback {listed} moved to case #{target_id}, the customer's open "
-                f"{target_cases}. This case has {source_topic} and got the feedback "
-                "before the text analysis found its topic."
-            ),
-        },
-        {
-            "case_id": target_id,
-            "kind": CaseEvent.Kind.FEEDBACK_MOVED,
-            "created_at": now,
-            "changes": changes,
-            "body": (
-                f"Feedback {listed} moved here from case #{source.pk}, which got it "
-                "before the text analysis found its topic."
-            ),
-        },
-    )
-
-
-def _topics_mixed_record(
-    cases: Sequence[Case],
-    locked: _LockedCases,
-    trigger_keys: dict[int, str],
-    *,
-    now: datetime,
-) -> int:
-    """Append a ``topics_mixed`` event, with no actor, to each taken case
-    whose feedback is all analysed and partly has other keys than its
-    trigger; return how many cases got one.
-
-    Triage moves such feedback only out of untouched cases, so a case that
-    an agent took before the analysis finished keeps it, and this event
-    records that on its timeline. A case gets one such event at most, because the
-    caller holds the case locks, so the check for an earlier event sees
-    those of other triage calls.
-    """
-    kept: dict[int, tuple[Case, list[ClaimedFeedback]]] = {}
-    for case in cases:
-        if not locked.is_complete(case):
-            continue
-        rows = [
-            locked.rows[feedback_id]
-            for feedback_id in sorted(locked.links.get(case.pk, ()))
-            if feedback_id != case.trigger_feedback_id
-            and case_dedup_key(feedback=locked.rows[feedback_id])
-            != trigger_keys[case.pk]
-        ]
-        if rows:
-            kept[case.pk] = (case, rows)
-    if not kept:
-        return 0
-    recorded = set(
-        CaseEvent.objects.filter(
-            case_id__in=sorted(kept), kind=CaseEvent.Kind.TOPICS_MIXED
-        ).values_list("case_id", flat=True)
-    )
-    for case_id in recorded:
-        del kept[case_id]
-    if not kept:
-        return 0
-
-    topic_names = _topic_names(
-        [case.topic_id for case, _ in kept.values()]
-        + [row.primary_topic_id for _, rows in kept.values() for row in rows]
-    )
-    _events_insert(
-        _topics_mixed_event(case=case, rows=rows, topic_names=topic_names, now=now)
-        for _, (case, rows) in sorted(kept.items())
-    )
-    return len(kept)
-
-
-def _topics_mixed_event(
-    *,
-    case: Case,
-    rows: list[ClaimedFeedback],
-    topic_names: dict[int | None, str],
-    now: datetime,
-) -> dict[str, Any]:
-    listed = ", ".join(
-        f"#{row.pk} ({topic_names[row.primary_topic_id]})" for row in rows
-    )
-    return {
-        "case_id": case.pk,
-        "kind": CaseEvent.Kind.TOPICS_MIXED,
-        "created_at": now,
-        "changes": {
-            "feedback_ids": [row.pk for row in rows],
-            "feedback_topic_ids": {str(row.pk): row.primary_topic_id for row in rows},
-        },
-        "body": (
-            f"Feedback {listed} is about other topics than this case "
-            f"({topic_names[case.topic_id]}). It stays here because an agent "
-            "already had the case when the text analysis finished, and triage "
-            "moves feedback only out of cases that no agent has taken. The "
-            "workspace cannot move feedback to another case or open a case by "
-            "hand, so handle it on this case."
-        ),
-    }
-
-
 def _moves_record(
     moves: Sequence[tuple[Case, int, RoutingDecision]], *, now: datetime
 ) -> None:
     """Append a team_changed event, with no actor, to each moved case."""
     if not moves:
         return
-    _events_insert(
+    events_insert(
         {
             "case_id": case.pk,
             "kind": CaseEvent.Kind.TEAM_CHANGED,
@@ -941,7 +662,7 @@ def _assignments_record(cases: Sequence[Case], *, now: datetime) -> None:
     """Append an assigned event, with no actor, to each case given an agent."""
     if not cases:
         return
-    _events_insert(
+    events_insert(
         {
             "case_id": case.pk,
             "kind": CaseEvent.Kind.ASSIGNED,
@@ -954,18 +675,6 @@ def _assignments_record(cases: Sequence[Case], *, now: datetime) -> None:
         }
         for case in cases
     )
-
-
-def _events_insert(rows: Iterable[dict[str, Any]]) -> None:
-    """Insert case events given as ``{attname: value}``, in order.
-
-    PostgreSQL gets them through COPY, without a bind parameter per value.
-    Columns a row leaves out get the field defaults.
-    """
-    if connection.vendor == "postgresql":
-        pgcopy.copy_model_rows(CaseEvent, rows)
-        return
-    CaseEvent.objects.bulk_create(CaseEvent(**row) for row in rows)
 
 
 def _log_result(
@@ -1006,3 +715,4 @@ def _log_result(
             case_ids,
             extra={"case_ids": case_ids, "case_count": len(old_key_cases)},
         )
+
