@@ -288,7 +288,7 @@ def _cases_lock(ids: list[int]) -> LockedCases:
     too, so none of them deadlocks with this one on cases. The feedback is
     read after the lock, so a call that waited on another reads what that
     one committed. Of two calls analysing the last feedback of one case,
-    the second therefore sees the case complete.
+    the second therefore reads the case as complete.
 
     Each query is driven by the ids through a primary key or foreign key
     index. A join that also filters on the primary topic lets the planner

@@ -107,7 +107,7 @@ def links_detach(splits: Sequence[tuple[Case, list[RuleMatch]]]) -> None:
             feedback_ids.append(match.feedback.pk)
     table = connection.ops.quote_name(CaseFeedback._meta.db_table)
     # The pairs travel as two arrays. The ANY condition lets the planner
-    # find the links by the feedback index, as in _cases_update.
+    # find the links by the feedback index, as in cases.triage._cases_update.
     with connection.cursor() as cursor:
         cursor.execute(
             f"DELETE FROM {table} AS link "
@@ -124,8 +124,10 @@ def feedback_split(
     *,
     now: datetime,
 ) -> int:
-    """Attach the moving feedback to the open cases of its keys or open
-    cases for it, and record the move on both cases; return how much moved.
+    """Attach the moving feedback to the open case of its key, opening one
+    where none exists, and record the move on both cases.
+
+    Returns how many feedback moved.
 
     ``case_open`` gets the matches in feedback id order. So the lowest id of
     a new key becomes the trigger of its case, in whichever batch it was
@@ -252,13 +254,13 @@ def topics_mixed_record(
 ) -> int:
     """Append a ``topics_mixed`` event, with no actor, to each taken case
     whose feedback is all analysed and partly has other keys than its
-    trigger; return how many cases got one.
+    trigger. Returns how many cases got one.
 
     Triage moves such feedback only out of untouched cases, so a case that
     an agent took before the analysis finished keeps it, and this event
-    records that on its timeline. A case gets one such event at most, because the
-    caller holds the case locks, so the check for an earlier event sees
-    those of other triage calls.
+    records that on its timeline. A case gets one such event at most,
+    because the caller holds the case locks and the check for an earlier
+    event therefore finds the events of other triage calls.
     """
     kept: dict[int, tuple[Case, list[ClaimedFeedback]]] = {}
     for case in cases:
