@@ -389,59 +389,59 @@ def case_assign_to(
     with transaction.atomic():
         case = _lock(case)
         _require_visible(actor=actor, case=case)
-        is_self_take = (
-            assignee is not None
-            and assignee.pk == actor.pk
-            and case.assignee_id in (None, actor.pk)
-        )
-        if (
-            assignee is not None
-            and assignee.pk == actor.pk
-            and not is_self_take
-            and not user_leads_team(actor, case.team_id)
-        ):
+        takes_self = assignee is not None and assignee.pk == actor.pk
+        is_self_take = takes_self and case.assignee_id in (None, actor.pk)
+        if takes_self and not is_self_take and not user_leads_team(actor, case.team_id):
             # An agent taking a case assigned to someone else has usually
             # lost a race to take it, which is a conflict and not a missing right.
             raise _already_taken(case=case)
         if not is_self_take:
             _require_lead(actor=actor, case=case, action="assign other people")
-        if not case.is_open:
-            raise DomainError(
-                f"Case #{case.pk} is {case.state}: reopen it before assigning it.",
-                status=409,
-            )
-        if assignee is not None:
-            _check_assignee(case=case, assignee=assignee)
-        new_assignee_id = assignee.pk if assignee is not None else None
-        if new_assignee_id == case.assignee_id:
-            return case
+        return _assign_locked(case=case, actor=actor, assignee=assignee)
 
-        now = timezone.now()
-        changes = {"assignee": [case.assignee_id, new_assignee_id]}
-        from_state = case.state
-        case.assignee = assignee
-        if assignee is None:
-            case.assignment_reason = f"unassigned by {actor.get_username()}"
-            _set_state(case=case, to_state=State.NEW, now=now)
-        else:
-            case.assignment_reason = f"assigned by {actor.get_username()}"
-            if case.state == State.NEW:
-                _set_state(case=case, to_state=State.ASSIGNED, now=now)
-        case.updated_at = now
-        if case.state != from_state:
-            changes["state"] = [from_state, case.state]
-        case.save(
-            update_fields=[
-                "assignee",
-                "assignment_reason",
-                "state",
-                "updated_at",
-                *_SLA_FIELDS,
-            ]
+
+def _assign_locked(
+    *, case: Case, actor: AbstractBaseUser, assignee: AbstractBaseUser | None
+) -> Case:
+    """Assign a case that the caller has locked and checked the actor's
+    rights on, and record the event."""
+    if not case.is_open:
+        raise DomainError(
+            f"Case #{case.pk} is {case.state}: reopen it before assigning it.",
+            status=409,
         )
-        _event(
-            case=case, actor=actor, kind=CaseEvent.Kind.ASSIGNED, now=now, changes=changes
-        )
+    if assignee is not None:
+        _check_assignee(case=case, assignee=assignee)
+    new_assignee_id = assignee.pk if assignee is not None else None
+    if new_assignee_id == case.assignee_id:
+        return case
+
+    now = timezone.now()
+    changes = {"assignee": [case.assignee_id, new_assignee_id]}
+    from_state = case.state
+    case.assignee = assignee
+    if assignee is None:
+        case.assignment_reason = f"unassigned by {actor.get_username()}"
+        _set_state(case=case, to_state=State.NEW, now=now)
+    else:
+        case.assignment_reason = f"assigned by {actor.get_username()}"
+        if case.state == State.NEW:
+            _set_state(case=case, to_state=State.ASSIGNED, now=now)
+    case.updated_at = now
+    if case.state != from_state:
+        changes["state"] = [from_state, case.state]
+    case.save(
+        update_fields=[
+            "assignee",
+            "assignment_reason",
+            "state",
+            "updated_at",
+            *_SLA_FIELDS,
+        ]
+    )
+    _event(
+        case=case, actor=actor, kind=CaseEvent.Kind.ASSIGNED, now=now, changes=changes
+    )
     return case
 
 
@@ -458,7 +458,8 @@ def case_take(*, case: Case, actor: AbstractBaseUser) -> Case:
         _require_visible(actor=actor, case=locked)
         if locked.assignee_id not in (None, actor.pk):
             raise _already_taken(case=locked)
-        return case_assign_to(case=locked, actor=actor, assignee=actor)
+        # The actor takes the case for themselves, so no lead check applies.
+        return _assign_locked(case=locked, actor=actor, assignee=actor)
 
 
 def _already_taken(*, case: Case) -> DomainError:
