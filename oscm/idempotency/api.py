@@ -20,7 +20,12 @@ from rest_framework.response import Response
 
 from oscm.errors import DomainError
 
-from .services import idempotency_key_run, request_fingerprint, request_scope_path
+from .services import (
+    StoredResponse,
+    idempotency_key_respond,
+    request_fingerprint,
+    request_scope_path,
+)
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
@@ -91,24 +96,22 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
         if raw_key is None:
             return handler(view, request, *args, **kwargs)
         key = _checked_key(raw_key)
-        responses: list[Response] = []
 
-        def perform() -> tuple[int, object] | None:
-            response = handler(view, request, *args, **kwargs)
-            responses.append(response)
+        def to_stored(response: Response) -> tuple[int, object] | None:
             if not 200 <= response.status_code < 300:
                 return None
             return response.status_code, response.data
 
-        stored = idempotency_key_run(
+        stored = idempotency_key_respond(
             user=request.user,
             key=key,
             path=request_scope_path(request, _lookup_parsed(view, kwargs)),
             fingerprint=request_fingerprint(request.data),
-            perform=perform,
+            respond=lambda: handler(view, request, *args, **kwargs),
+            to_stored=to_stored,
         )
-        if stored is None or not stored.is_replay:
-            return responses[0]
+        if not isinstance(stored, StoredResponse):
+            return stored
         response = Response(stored.body, status=stored.status)
         response[REPLAYED_HEADER] = "true"
         return response

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -29,6 +29,8 @@ from oscm.errors import DomainError
 from .models import IdempotencyKey
 
 logger = logging.getLogger(__name__)
+
+ResponseT = TypeVar("ResponseT")
 
 # Rows one clean-up statement deletes, so no statement holds locks for long.
 DELETE_BATCH_SIZE = 5_000
@@ -149,6 +151,36 @@ def idempotency_key_run(
         details={"idempotency_key": key},
         status=409,
     )
+
+
+def idempotency_key_respond(
+    *,
+    user: AbstractBaseUser,
+    key: str,
+    path: str,
+    fingerprint: str,
+    respond: Callable[[], ResponseT],
+    to_stored: Callable[[ResponseT], tuple[int, Any] | None],
+) -> ResponseT | StoredResponse:
+    """Run the view call ``respond`` once per user, key and path.
+
+    ``to_stored`` turns its response into the status and JSON body to
+    store, or None to release the key. Returns the response of ``respond``
+    when it ran, or the StoredResponse of the first run to replay.
+    """
+    responses: list[ResponseT] = []
+
+    def perform() -> tuple[int, Any] | None:
+        response = respond()
+        responses.append(response)
+        return to_stored(response)
+
+    stored = idempotency_key_run(
+        user=user, key=key, path=path, fingerprint=fingerprint, perform=perform
+    )
+    if stored is None or not stored.is_replay:
+        return responses[0]
+    return stored
 
 
 def _run_claimed(

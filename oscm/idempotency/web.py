@@ -21,7 +21,8 @@ from oscm.errors import DomainError
 
 from .services import (
     IdempotencyKeyReused,
-    idempotency_key_run,
+    StoredResponse,
+    idempotency_key_respond,
     request_fingerprint,
     request_scope_path,
 )
@@ -84,13 +85,10 @@ def one_time_submission(
             for name, values in request.POST.lists()
             if name not in _UNHASHED_FIELDS
         }
-        responses: list[HttpResponse] = []
+        storage = messages.get_messages(request)
+        shown_before = len(_message_list(storage))
 
-        def perform() -> tuple[int, dict] | None:
-            storage = messages.get_messages(request)
-            shown_before = len(_message_list(storage))
-            response = view(request, *args, **kwargs)
-            responses.append(response)
+        def to_stored(response: HttpResponse) -> tuple[int, dict] | None:
             if not isinstance(response, HttpResponseRedirectBase):
                 return None
             added = _message_list(storage)[shown_before:]
@@ -103,14 +101,15 @@ def one_time_submission(
             }
 
         try:
-            stored = idempotency_key_run(
+            stored = idempotency_key_respond(
                 user=request.user,
                 key=token,
                 # The URL patterns' converters have already parsed kwargs,
                 # such as <int:pk>, so /cases/076/ and /cases/76/ match.
                 path=request_scope_path(request, kwargs),
                 fingerprint=request_fingerprint(fields),
-                perform=perform,
+                respond=lambda: view(request, *args, **kwargs),
+                to_stored=to_stored,
             )
         except IdempotencyKeyReused:
             raise DomainError(
@@ -119,8 +118,8 @@ def one_time_submission(
                     "reloaded page and submit again if the change is still needed."
                 )
             ) from None
-        if stored is None or not stored.is_replay:
-            return responses[0]
+        if not isinstance(stored, StoredResponse):
+            return stored
         for level, text, extra_tags in stored.body["messages"]:
             messages.add_message(request, level, text, extra_tags=extra_tags)
         response = HttpResponseRedirect(stored.body["location"])
